@@ -1,0 +1,1 @@
+"""Custom ExampleGen for PASCAL VOC folders (component, Beam executor, fingerprinting driver)."""

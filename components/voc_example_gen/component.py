@@ -1,0 +1,53 @@
+"""VocExampleGen: FileBasedExampleGen with the VOC executor and an image-aware fingerprint."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from tfx import v1 as tfx
+from tfx.components import FileBasedExampleGen
+from tfx.dsl.components.base import executor_spec
+
+from components.voc_example_gen import driver, executor
+
+LIST_DIR = 'ImageSets/Main'
+
+
+def split_configs(data_root: str, split_mode: str = 'auto',
+                  hash_buckets: Sequence[Tuple[str, int]] = (('train', 9), ('val', 1))):
+  """Input/output configs: ImageSets/Main/{train,val}.txt when present, else a hash split on the id.
+
+  `split_mode` is 'lists', 'hash' or 'auto' (lists when train.txt and val.txt exist; remote roots
+  such as gs:// should say which, since the check reads the folder).
+  """
+  if split_mode == 'auto':
+    have_lists = all(os.path.exists(os.path.join(data_root, LIST_DIR, f'{s}.txt'))
+                     for s in ('train', 'val'))
+    split_mode = 'lists' if have_lists else 'hash'
+  if split_mode == 'lists':
+    input_config = tfx.proto.Input(splits=[
+        tfx.proto.Input.Split(name=s, pattern=f'{LIST_DIR}/{s}.txt') for s in ('train', 'val')])
+    return input_config, None
+  if split_mode != 'hash':
+    raise ValueError(f"split_mode must be 'auto', 'lists' or 'hash', not {split_mode!r}")
+  input_config = tfx.proto.Input(splits=[tfx.proto.Input.Split(name='all', pattern='JPEGImages/*')])
+  output_config = tfx.proto.Output(split_config=tfx.proto.SplitConfig(
+      splits=[tfx.proto.SplitConfig.Split(name=n, hash_buckets=b) for n, b in hash_buckets],
+      partition_feature_name='image/source_id'))
+  return input_config, output_config
+
+
+class VocExampleGen(FileBasedExampleGen):
+  """Reads a VOCdevkit year folder (JPEGImages/, Annotations/, ImageSets/Main/)."""
+
+  DRIVER_CLASS = driver.VocDriver
+
+  def __init__(self, data_root: str, split_mode: str = 'auto',
+               ingest_options: Optional[Dict[str, Any]] = None):
+    input_config, output_config = split_configs(data_root, split_mode)
+    super().__init__(
+        input_base=data_root,
+        input_config=input_config,
+        output_config=output_config,
+        custom_config=executor.pack_ingest_options(ingest_options or {}),
+        custom_executor_spec=executor_spec.BeamExecutorSpec(executor.Executor))

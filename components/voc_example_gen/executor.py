@@ -1,0 +1,205 @@
+"""Beam executor of the VOC ExampleGen: VOCdevkit folder -> one tf.Example per image + an ingest report."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Iterable, List
+
+import apache_beam as beam
+import tensorflow as tf
+from absl import logging
+from google.protobuf import json_format, struct_pb2
+from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
+
+from components.voc_example_gen import voc
+
+# Written next to the Split-* folders of the output Examples artifact.
+REPORT_FILE = 'ingest_report.json'
+_RECORDS_DIR = 'ingest_records'
+_RECORDS_DIR_KEY = '_ingest_records_dir'  # exec property set by Executor.Do for the PTransform
+_STATUS_TAG = 'status'
+
+
+class _IngestImage(beam.DoFn):
+  """Image id -> tf.Example (main output) and a status record for every id (tagged output)."""
+
+  def __init__(self, input_base: str, split: str, options: voc.IngestOptions):
+    self._input_base = input_base
+    self._split = split
+    self._options = options
+    self._counters = {status: beam.metrics.Metrics.counter('voc_example_gen', status)
+                      for status in (voc.KEPT, voc.REJECTED)}
+
+  def process(self, image_id: str):
+    result = voc.ingest_image(self._input_base, image_id, self._split, self._options)
+    self._counters[result.status].inc()
+    yield beam.pvalue.TaggedOutput(_STATUS_TAG, result.record())
+    if result.example is not None:
+      yield result.example
+
+
+class ReadVoc(beam.PTransform):
+  """Reads one split of a VOCdevkit folder.
+
+  Returns a dict with 'examples' (tf.train.Example) and 'status' (one JSON-able record per input id:
+  kept or rejected, the reason, and notes on anything fixed).
+  """
+
+  def __init__(self, input_base: str, split_pattern: str, split: str,
+               options: voc.IngestOptions = voc.IngestOptions()):
+    super().__init__()
+    self._input_base = input_base
+    self._split_pattern = split_pattern
+    self._split = split
+    self._options = options
+
+  def expand(self, pipeline):
+    ids = voc.list_split_ids(self._input_base, self._split_pattern)
+    logging.info('VOC split %s: %d image ids from %s', self._split, len(ids), self._split_pattern)
+    outputs = (
+        pipeline
+        | 'ListIds' >> beam.Create(ids)
+        # Create keeps everything in one bundle; reshuffle so every worker decodes images.
+        | 'Distribute' >> beam.Reshuffle()
+        | 'Ingest' >> beam.ParDo(_IngestImage(self._input_base, self._split, self._options))
+        .with_outputs(_STATUS_TAG, main='examples'))
+    return {'examples': outputs.examples, 'status': outputs[_STATUS_TAG]}
+
+
+def _split_name(exec_properties: Dict[str, Any], split_pattern: str) -> str:
+  input_config = example_gen_pb2.Input()
+  proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+                            input_config)
+  for split in input_config.splits:
+    if split.pattern == split_pattern:
+      return split.name
+  return 'all'
+
+
+def pack_ingest_options(options: Dict[str, Any]) -> example_gen_pb2.CustomConfig:
+  """IngestOptions fields as ExampleGen's CustomConfig (a Struct packed into its Any)."""
+  unknown = set(options) - {f.name for f in dataclasses.fields(voc.IngestOptions)}
+  if unknown:
+    raise ValueError(f'unknown ingest options {sorted(unknown)}')
+  struct = struct_pb2.Struct()
+  struct.update(options)
+  config = example_gen_pb2.CustomConfig()
+  config.custom_config.Pack(struct)
+  return config
+
+
+def ingest_options(exec_properties: Dict[str, Any]) -> voc.IngestOptions:
+  """Reads the options packed by pack_ingest_options back from the exec properties."""
+  packed = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+  if not packed:
+    return voc.IngestOptions()
+  config = example_gen_pb2.CustomConfig()
+  proto_utils.json_to_proto(packed, config)
+  struct = struct_pb2.Struct()
+  if config.custom_config.type_url:
+    config.custom_config.Unpack(struct)
+  values = json_format.MessageToDict(struct)
+  # Struct stores numbers as doubles; the options are whole numbers.
+  return voc.IngestOptions(**{k: int(v) for k, v in values.items()})
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(tf.train.Example)
+def _VocToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
+                  split_pattern: str) -> beam.pvalue.PCollection:
+  """The ExampleGen hook: examples of one input split; status records go to the report folder."""
+  split = _split_name(exec_properties, split_pattern)
+  result = pipeline | 'ReadVoc' >> ReadVoc(
+      exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern, split,
+      ingest_options(exec_properties))
+  records_dir = exec_properties.get(_RECORDS_DIR_KEY)
+  if records_dir:
+    _ = (result['status']
+         | 'ToJson' >> beam.Map(json.dumps, sort_keys=True)
+         | 'WriteStatus' >> beam.io.WriteToText(os.path.join(records_dir, split),
+                                                file_name_suffix='.jsonl'))
+  return result['examples']
+
+
+def summarize(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
+  """Folds status records into the report: totals, per split, rejections by reason, notes."""
+  records = sorted(records, key=lambda r: (r['split'], r['image_id']))
+  per_split: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+  reasons = collections.Counter()
+  for r in records:
+    per_split[r['split']]['total'] += 1
+    per_split[r['split']][r['status']] += 1
+    per_split[r['split']]['boxes'] += r['num_boxes']
+    if r['status'] == voc.REJECTED:
+      reasons[r['reason']] += 1
+  totals = collections.Counter()
+  for counts in per_split.values():
+    totals.update(counts)
+  return {
+      'total': totals['total'],
+      'kept': totals[voc.KEPT],
+      'rejected': totals[voc.REJECTED],
+      'boxes': totals['boxes'],
+      'splits': {name: {k: counts[k] for k in ('total', voc.KEPT, voc.REJECTED, 'boxes')}
+                 for name, counts in sorted(per_split.items())},
+      'rejected_by_reason': dict(reasons.most_common()),
+      'rejections': [{k: r[k] for k in ('split', 'image_id', 'reason', 'detail')}
+                     for r in records if r['status'] == voc.REJECTED],
+      'notes': [{'split': r['split'], 'image_id': r['image_id'], 'notes': r['notes']}
+                for r in records if r['notes']],
+  }
+
+
+def format_summary(report: Dict[str, Any]) -> str:
+  """A few human lines: kept/rejected per split and the rejection reasons."""
+  lines = [f"VOC ingest: {report['kept']} kept + {report['rejected']} rejected = "
+           f"{report['total']} images ({report['boxes']} boxes)"]
+  for name, counts in report['splits'].items():
+    lines.append(f"  {name:>6}: {counts['kept']} kept, {counts['rejected']} rejected, "
+                 f"{counts['boxes']} boxes")
+  for rejection in report['rejections'][:20]:
+    lines.append(f"  rejected {rejection['split']}/{rejection['image_id']}: "
+                 f"{rejection['reason']}: {rejection['detail']}")
+  if len(report['rejections']) > 20:
+    lines.append(f"  ... {len(report['rejections']) - 20} more rejections in the report")
+  if report['notes']:
+    lines.append(f"  {len(report['notes'])} images kept with fixes (clipped/dropped boxes, "
+                 'conversions): see the report')
+  return '\n'.join(lines)
+
+
+def read_report(examples_uri: str) -> Dict[str, Any]:
+  with tf.io.gfile.GFile(os.path.join(examples_uri, REPORT_FILE)) as f:
+    return json.load(f)
+
+
+class Executor(BaseExampleGenExecutor):
+  """FileBasedExampleGen executor for PASCAL VOC folders."""
+
+  def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+    return _VocToExample
+
+  def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
+         exec_properties: Dict[str, Any]) -> None:
+    examples = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.EXAMPLES_KEY])
+    records_dir = os.path.join(examples.uri, _RECORDS_DIR)
+    super().Do(input_dict, output_dict, {**exec_properties, _RECORDS_DIR_KEY: records_dir})
+
+    records = []
+    for path in tf.io.gfile.glob(os.path.join(records_dir, '*.jsonl')):
+      with tf.io.gfile.GFile(path) as f:
+        records.extend(json.loads(line) for line in f if line.strip())
+    report = summarize(records)
+    with tf.io.gfile.GFile(os.path.join(examples.uri, REPORT_FILE), 'w') as f:
+      json.dump(report, f, indent=2)
+    tf.io.gfile.rmtree(records_dir)
+    for key in ('total', 'kept', 'rejected', 'boxes'):
+      examples.set_int_custom_property(f'ingest_{key}', report[key])
+    logging.info('%s', format_summary(report))

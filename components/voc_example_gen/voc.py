@@ -1,0 +1,291 @@
+"""Reads one PASCAL VOC image + annotation into a tf.Example, validating everything on the way.
+
+Pure Python (no Beam) so each rule is testable on its own. Every input either becomes an example or a
+rejection with a reason; fixes that keep the image (a clipped box, a PNG re-encoded as JPEG) are
+recorded as notes. Policy, in short:
+
+* image: JPEG kept byte for byte; PNG and CMYK JPEG converted to RGB JPEG; grayscale images rejected
+  (nothing to learn colour from); undecodable, truncated or over-large images rejected.
+* annotation: parsed with defusedxml (entity expansion is refused); missing, malformed or unsafe XML
+  rejects the image; a `filename` that leaves JPEGImages/ rejects it.
+* boxes: clipped to the image; inverted, zero-area or non-numeric boxes dropped with a note.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import posixpath
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import defusedxml
+import defusedxml.ElementTree as safe_xml
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+# The 20 PASCAL VOC classes; labels 1..20 as in the TF Object Detection API's pascal_label_map.
+VOC_CLASSES: Tuple[str, ...] = (
+    'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
+    'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
+    'tvmonitor')
+UNKNOWN_LABEL = 0
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
+
+KEPT = 'kept'
+REJECTED = 'rejected'
+
+# Rejection reasons (the report groups by these codes; `detail` says what exactly was wrong).
+MISSING_IMAGE = 'missing_image'
+MISSING_ANNOTATION = 'missing_annotation'
+MALFORMED_ANNOTATION = 'malformed_annotation'
+UNSAFE_ANNOTATION = 'unsafe_annotation'
+FILENAME_OUTSIDE_FOLDER = 'filename_outside_folder'
+CORRUPT_IMAGE = 'corrupt_image'
+UNSUPPORTED_FORMAT = 'unsupported_format'
+IMAGE_TOO_LARGE = 'image_too_large'
+GRAYSCALE_IMAGE = 'grayscale_image'
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestOptions:
+  """Validation knobs; defaults suit PASCAL VOC."""
+  max_image_pixels: int = 40_000_000
+  max_file_bytes: int = 50 * 1024 * 1024
+  max_annotation_bytes: int = 1024 * 1024
+  jpeg_quality: int = 95
+  # An image whose channels never differ by more than this (0..255) carries no colour.
+  grayscale_tolerance: int = 2
+
+
+@dataclasses.dataclass
+class IngestResult:
+  """What became of one input image: `example` is set exactly when status is KEPT."""
+  image_id: str
+  split: str
+  status: str
+  reason: Optional[str] = None
+  detail: Optional[str] = None
+  notes: List[str] = dataclasses.field(default_factory=list)
+  num_boxes: int = 0
+  example: Optional[tf.train.Example] = None
+
+  def record(self) -> Dict[str, Any]:
+    """The JSON-serialisable report line (everything but the example)."""
+    out = dataclasses.asdict(self)
+    out.pop('example')
+    return out
+
+
+class _Reject(Exception):
+
+  def __init__(self, reason: str, detail: str):
+    super().__init__(detail)
+    self.reason = reason
+    self.detail = detail
+
+
+@dataclasses.dataclass
+class _Box:
+  ymin: float
+  xmin: float
+  ymax: float
+  xmax: float
+  name: str
+  difficult: int
+  truncated: int
+
+
+def hash_bucket(image_id: str, num_buckets: int) -> int:
+  """Deterministic bucket of an image id (stable across Python processes, unlike hash())."""
+  return int(hashlib.sha256(image_id.encode('utf-8')).hexdigest(), 16) % num_buckets
+
+
+def list_split_ids(input_base: str, split_pattern: str) -> List[str]:
+  """Image ids of one split: the lines of an ImageSets list file, or the stems of matching images."""
+  path = posixpath.join(input_base, split_pattern)
+  if split_pattern.endswith('.txt'):
+    with tf.io.gfile.GFile(path, 'r') as f:
+      ids = [line.split()[0] for line in f if line.strip()]
+  else:
+    ids = sorted(os.path.splitext(os.path.basename(p))[0] for p in tf.io.gfile.glob(path))
+  # Keep order, drop duplicates: an id listed twice (or x.jpg beside x.png) makes one example.
+  return list(dict.fromkeys(ids))
+
+
+def _find_image(input_base: str, image_id: str) -> str:
+  for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
+    path = posixpath.join(input_base, 'JPEGImages', image_id + ext)
+    if tf.io.gfile.exists(path):
+      return path
+  raise _Reject(MISSING_IMAGE, f'no JPEGImages/{image_id}.jpg (or .jpeg/.png)')
+
+
+def _read_capped(path: str, limit: int, reason: str, what: str) -> bytes:
+  size = tf.io.gfile.stat(path).length
+  if size > limit:
+    raise _Reject(reason, f'{what} is {size} bytes, above the {limit}-byte limit')
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    return f.read()
+
+
+def _text(node, tag: str, default: Optional[str] = None) -> Optional[str]:
+  child = node.find(tag)
+  return child.text.strip() if child is not None and child.text else default
+
+
+def _parse_annotation(xml_bytes: bytes):
+  try:
+    return safe_xml.fromstring(xml_bytes, forbid_dtd=False)
+  except defusedxml.DefusedXmlException as e:
+    raise _Reject(UNSAFE_ANNOTATION, f'refused unsafe XML ({type(e).__name__}: {e})') from e
+  except safe_xml.ParseError as e:
+    raise _Reject(MALFORMED_ANNOTATION, f'XML does not parse: {e}') from e
+
+
+def _check_filename(root, image_path: str, notes: List[str]) -> None:
+  filename = _text(root, 'filename')
+  if filename is None:
+    return
+  normalized = posixpath.normpath(filename.replace('\\', '/'))
+  if (posixpath.isabs(normalized) or normalized.startswith('..') or '/' in normalized):
+    raise _Reject(FILENAME_OUTSIDE_FOLDER,
+                  f'annotation filename {filename!r} points outside JPEGImages/')
+  if normalized != posixpath.basename(image_path):
+    notes.append(f'annotation filename {filename!r} differs from {posixpath.basename(image_path)!r}; '
+                 'used the image named by the id')
+
+
+def _parse_boxes(root, width: int, height: int, notes: List[str]) -> List[_Box]:
+  """Normalised boxes of every <object>; fixes or drops bad ones and says so in `notes`."""
+  boxes = []
+  for index, obj in enumerate(root.findall('object')):
+    name = (_text(obj, 'name') or '').lower()
+    bndbox = obj.find('bndbox')
+    try:
+      if bndbox is None:
+        raise ValueError('no <bndbox>')
+      xmin, ymin, xmax, ymax = (float(_text(bndbox, k)) for k in ('xmin', 'ymin', 'xmax', 'ymax'))
+      if not all(np.isfinite([xmin, ymin, xmax, ymax])):
+        raise ValueError('non-finite coordinate')
+    except (TypeError, ValueError) as e:
+      notes.append(f'object {index} ({name}): dropped, bad <bndbox>: {e}')
+      continue
+    if xmin > xmax or ymin > ymax:
+      notes.append(f'object {index} ({name}): dropped, inverted box '
+                   f'({xmin:g},{ymin:g},{xmax:g},{ymax:g})')
+      continue
+    # The TF Object Detection API normalises VOC pixel coordinates by the image size as they are.
+    raw = np.array([ymin / height, xmin / width, ymax / height, xmax / width])
+    clipped = np.clip(raw, 0.0, 1.0)
+    if not np.array_equal(raw, clipped):
+      notes.append(f'object {index} ({name}): clipped to the image')
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+      notes.append(f'object {index} ({name}): dropped, zero area after clipping')
+      continue
+    if name not in VOC_CLASSES:
+      notes.append(f'object {index}: unknown class {name!r}, label {UNKNOWN_LABEL}')
+    boxes.append(_Box(*clipped.tolist(), name=name,
+                      difficult=int(_text(obj, 'difficult', '0') == '1'),
+                      truncated=int(_text(obj, 'truncated', '0') == '1')))
+  return boxes
+
+
+def _load_image(image_bytes: bytes, options: IngestOptions,
+                notes: List[str]) -> Tuple[bytes, int, int]:
+  """Validates and, where needed, converts the image; returns (jpeg bytes, width, height)."""
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter('error', Image.DecompressionBombWarning)
+      image = Image.open(io.BytesIO(image_bytes))
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    raise _Reject(IMAGE_TOO_LARGE, str(e)) from e
+  except Exception as e:  # PIL raises several types for undecodable input.
+    raise _Reject(CORRUPT_IMAGE, f'not a readable image: {e}') from e
+  width, height = image.size
+  if image.format not in ('JPEG', 'PNG'):
+    raise _Reject(UNSUPPORTED_FORMAT, f'{image.format} image; JPEG or PNG expected')
+  if width * height > options.max_image_pixels:
+    raise _Reject(IMAGE_TOO_LARGE, f'{width}x{height} image is above the '
+                  f'{options.max_image_pixels}-pixel limit (the header is not decoded further)')
+  try:
+    image.load()  # full decode: truncated or corrupt data fails here, not in Transform
+  except Exception as e:
+    raise _Reject(CORRUPT_IMAGE, f'{image.format} data does not decode: {e}') from e
+  rgb = image.convert('RGB')
+  thumb = np.asarray(rgb.resize((64, 64)), dtype=np.int16)
+  spread = int(np.max(thumb.max(axis=-1) - thumb.min(axis=-1)))
+  if image.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F') or spread <= options.grayscale_tolerance:
+    raise _Reject(GRAYSCALE_IMAGE, f'{image.format} image (mode {image.mode}) has no colour')
+  if image.format == 'JPEG' and image.mode == 'RGB':
+    return image_bytes, width, height
+  buffer = io.BytesIO()
+  rgb.save(buffer, format='JPEG', quality=options.jpeg_quality)
+  notes.append(f'converted {image.format} {image.mode} to RGB JPEG (quality {options.jpeg_quality})')
+  return buffer.getvalue(), width, height
+
+
+def _bytes_feature(values: Sequence[bytes]) -> tf.train.Feature:
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
+
+
+def _float_feature(values: Sequence[float]) -> tf.train.Feature:
+  return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
+
+
+def _int_feature(values: Sequence[int]) -> tf.train.Feature:
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+
+def _make_example(image_id: str, filename: str, jpeg: bytes, width: int, height: int,
+                  boxes: List[_Box]) -> tf.train.Example:
+  feature = {
+      'image/encoded': _bytes_feature([jpeg]),
+      'image/format': _bytes_feature([b'jpeg']),
+      'image/filename': _bytes_feature([filename.encode('utf-8')]),
+      'image/source_id': _bytes_feature([image_id.encode('utf-8')]),
+      'image/height': _int_feature([height]),
+      'image/width': _int_feature([width]),
+      'image/object/bbox/ymin': _float_feature([b.ymin for b in boxes]),
+      'image/object/bbox/xmin': _float_feature([b.xmin for b in boxes]),
+      'image/object/bbox/ymax': _float_feature([b.ymax for b in boxes]),
+      'image/object/bbox/xmax': _float_feature([b.xmax for b in boxes]),
+      'image/object/class/text': _bytes_feature([b.name.encode('utf-8') for b in boxes]),
+      'image/object/class/label': _int_feature(
+          [VOC_CLASSES.index(b.name) + 1 if b.name in VOC_CLASSES else UNKNOWN_LABEL
+           for b in boxes]),
+      'image/object/difficult': _int_feature([b.difficult for b in boxes]),
+      'image/object/truncated': _int_feature([b.truncated for b in boxes]),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def ingest_image(input_base: str, image_id: str, split: str,
+                 options: IngestOptions = IngestOptions()) -> IngestResult:
+  """Turns one VOC image id into a kept example or a rejection; never raises for bad data."""
+  notes: List[str] = []
+  try:
+    if not image_id or '/' in image_id or '\\' in image_id or image_id.startswith('.'):
+      raise _Reject(FILENAME_OUTSIDE_FOLDER, f'image id {image_id!r} is not a plain file name')
+    image_path = _find_image(input_base, image_id)
+    xml_path = posixpath.join(input_base, 'Annotations', image_id + '.xml')
+    if not tf.io.gfile.exists(xml_path):
+      raise _Reject(MISSING_ANNOTATION, f'no Annotations/{image_id}.xml')
+    root = _parse_annotation(_read_capped(xml_path, options.max_annotation_bytes,
+                                          MALFORMED_ANNOTATION, 'annotation'))
+    _check_filename(root, image_path, notes)
+    jpeg, width, height = _load_image(
+        _read_capped(image_path, options.max_file_bytes, IMAGE_TOO_LARGE, 'image file'),
+        options, notes)
+    size = root.find('size')
+    if size is not None and (_text(size, 'width'), _text(size, 'height')) != (str(width),
+                                                                                str(height)):
+      notes.append(f'<size> says {_text(size, "width")}x{_text(size, "height")}, image is '
+                   f'{width}x{height}; boxes normalised by the real size')
+    boxes = _parse_boxes(root, width, height, notes)
+  except _Reject as rejection:
+    return IngestResult(image_id, split, REJECTED, rejection.reason, rejection.detail, notes)
+  example = _make_example(image_id, posixpath.basename(image_path), jpeg, width, height, boxes)
+  return IngestResult(image_id, split, KEPT, notes=notes, num_boxes=len(boxes), example=example)

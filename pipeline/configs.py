@@ -1,0 +1,84 @@
+"""Every knob of the instcolor pipeline in one config object, with the tiny / cpu / paper presets."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional, Tuple
+
+PIPELINE_NAME = 'instcolor'
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_DIR = os.path.join(REPO_ROOT, 'schema')
+# A real VOC-layout sample bundled with the repo, so the main command needs nothing else.
+SAMPLE_DATA_ROOT = os.path.join(REPO_ROOT, 'data', 'sample', 'VOCdevkit', 'VOC2007')
+
+# Dotted paths resolved by the components at run time (also inside a container image).
+PREPROCESSING_FN = 'trainer.preprocessing.preprocessing_fn'
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+  """Training schedule of one Trainer stage."""
+  epochs: int
+  batch_size: int
+  learning_rate: float
+  steps_per_epoch: Optional[int] = None  # None: one pass over the split
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """One object for every setting; presets below, `replace()` for overrides."""
+  preset: str
+  image_size: int = 256
+  max_boxes: int = 8
+  color_space: str = 'lab'  # 'lab' (L in, ab out) or 'rgb' (gray in, RGB out)
+  include_difficult: bool = False
+  width: float = 1.0  # channel multiplier of the SIGGRAPH17 backbone
+  # ExampleGen
+  split_mode: str = 'auto'  # 'auto' | 'lists' (ImageSets/Main) | 'hash' (on image/source_id)
+  max_image_pixels: int = 40_000_000
+  # Trainers (issue 3 wires them; the schedules live here with everything else)
+  full: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
+  instance: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
+  fusion: StageConfig = StageConfig(epochs=30, batch_size=1, learning_rate=5e-5)
+
+  def replace(self, **changes: Any) -> 'PipelineConfig':
+    return dataclasses.replace(self, **changes)
+
+  def transform_config(self) -> Dict[str, Any]:
+    """Transform's custom_config (read by trainer.preprocessing.TransformOptions)."""
+    return {'image_size': self.image_size, 'max_boxes': self.max_boxes,
+            'color_space': self.color_space, 'include_difficult': self.include_difficult}
+
+  def ingest_options(self) -> Dict[str, Any]:
+    """VocExampleGen's options (components.voc_example_gen.voc.IngestOptions)."""
+    return {'max_image_pixels': self.max_image_pixels}
+
+
+PRESETS: Dict[str, PipelineConfig] = {
+    # Seconds per stage: for tests and smoke runs.
+    'tiny': PipelineConfig(
+        preset='tiny', image_size=32, max_boxes=2, width=0.125,
+        full=StageConfig(epochs=1, batch_size=2, learning_rate=1e-3, steps_per_epoch=2),
+        instance=StageConfig(epochs=1, batch_size=2, learning_rate=1e-3, steps_per_epoch=2),
+        fusion=StageConfig(epochs=1, batch_size=2, learning_rate=1e-4, steps_per_epoch=2)),
+    # Learns visible colour in about half an hour on 2 CPU cores.
+    'cpu': PipelineConfig(
+        preset='cpu', image_size=64, max_boxes=4, width=0.25,
+        full=StageConfig(epochs=40, batch_size=8, learning_rate=1e-3),
+        instance=StageConfig(epochs=20, batch_size=8, learning_rate=5e-4),
+        fusion=StageConfig(epochs=10, batch_size=4, learning_rate=1e-4)),
+    # The official schedule at 256^2, full width (for a GPU).
+    'paper': PipelineConfig(preset='paper'),
+}
+DEFAULT_PRESET = 'cpu'
+
+
+def get_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> PipelineConfig:
+  if preset not in PRESETS:
+    raise ValueError(f'unknown preset {preset!r}; choose one of {sorted(PRESETS)}')
+  return PRESETS[preset].replace(**overrides) if overrides else PRESETS[preset]
+
+
+def default_beam_args(extra: Tuple[str, ...] = ()) -> list:
+  """DirectRunner on every core; later flags (e.g. --runner=DataflowRunner ...) win."""
+  return ['--direct_running_mode=multi_processing', '--direct_num_workers=0', *extra]

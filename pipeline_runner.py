@@ -1,0 +1,129 @@
+"""instcolor command line: run the pipeline locally (LocalDagRunner).
+
+  python pipeline_runner.py run [--preset cpu] [--data-dir VOCdevkit/VOC2012] [--pipeline-root DIR]
+"""
+from __future__ import annotations
+
+import os
+
+# tf_keras (Keras 2) end to end: TFMA 0.47 and TFT 1.16 are built for it. Must precede TF imports.
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+# google-cloud packages warn about Python 3.10 on import, in every Beam worker too.
+os.environ.setdefault('PYTHONWARNINGS', 'ignore::FutureWarning')
+
+import argparse
+import ast
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+DEFAULT_PIPELINE_ROOT = 'instcolor_output'
+
+
+def _parse_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
+  """--set key=value pairs; values are Python literals where they parse as one (64, 0.5, True)."""
+  overrides = {}
+  for pair in pairs:
+    key, sep, value = pair.partition('=')
+    if not sep:
+      raise SystemExit(f'--set expects key=value, got {pair!r}')
+    try:
+      overrides[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[key] = value
+  return overrides
+
+
+def _human_bytes(size: float) -> str:
+  for unit in ('B', 'KB', 'MB', 'GB'):
+    if size < 1024 or unit == 'GB':
+      return f'{size:.1f} {unit}'
+    size /= 1024
+  return f'{size:.1f} GB'
+
+
+def print_summary(pipeline_root: str) -> None:
+  """ExampleGen's ingest accounting and where Transform wrote what, from this run's MLMD."""
+  import tensorflow as tf
+
+  from components.voc_example_gen import executor as voc_executor
+  from pipeline import metadata
+
+  store = metadata.open_store(pipeline_root)
+  examples = metadata.latest_outputs(store, 'VocExampleGen')
+  if examples:
+    uri = examples['examples'][0].uri
+    report = voc_executor.read_report(uri)
+    print(voc_executor.format_summary(report))
+    print(f'  examples: {uri}\n  report:   {os.path.join(uri, voc_executor.REPORT_FILE)}')
+  transform = metadata.latest_outputs(store, 'Transform')
+  if transform and examples:
+    uri = transform['transformed_examples'][0].uri
+    print(f'Transform: {uri}')
+    for split, counts in report['splits'].items():
+      files = tf.io.gfile.glob(os.path.join(uri, f'Split-{split}', '*'))
+      size = sum(tf.io.gfile.stat(f).length for f in files)
+      per_example = size / counts['kept'] if counts['kept'] else 0
+      print(f'  {split:>6}: {counts["kept"]} examples, {_human_bytes(size)} '
+            f'({_human_bytes(per_example)} per example, gzip TFRecord)')
+    print(f"  transform graph: {transform['transform_graph'][0].uri}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+  from absl import logging
+  from tfx import v1 as tfx
+
+  from pipeline import configs, metadata
+  from pipeline import pipeline as pipeline_module
+
+  config = configs.get_config(args.preset, **_parse_overrides(args.set))
+  data_root = os.path.abspath(args.data_dir)
+  if not os.path.isdir(os.path.join(data_root, 'JPEGImages')) and '://' not in data_root:
+    print(f'error: {data_root} has no JPEGImages/ folder; point --data-dir at a VOCdevkit year '
+          'folder such as VOCdevkit/VOC2012', file=sys.stderr)
+    return 2
+  pipeline_root = os.path.abspath(args.pipeline_root)
+  os.makedirs(pipeline_root, exist_ok=True)
+  logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
+  print(f'instcolor: preset {config.preset}, data {data_root}, pipeline root {pipeline_root}',
+        flush=True)
+  tfx_pipeline = pipeline_module.create_pipeline(
+      config, data_root=data_root, pipeline_root=pipeline_root,
+      metadata_connection_config=metadata.connection_config(pipeline_root),
+      beam_pipeline_args=configs.default_beam_args(tuple(args.beam_arg)),
+      enable_cache=not args.no_cache)
+  tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
+  print_summary(pipeline_root)
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  from pipeline import configs
+
+  parser = argparse.ArgumentParser(prog='pipeline_runner.py', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  commands = parser.add_subparsers(dest='command', required=True)
+  run = commands.add_parser('run', help='run the pipeline locally with LocalDagRunner')
+  run.add_argument('--preset', default=configs.DEFAULT_PRESET, choices=sorted(configs.PRESETS))
+  run.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                   help='override one config field, e.g. --set image_size=128 (repeatable)')
+  run.add_argument('--data-dir', default=configs.SAMPLE_DATA_ROOT,
+                   help='VOCdevkit year folder (default: the bundled sample)')
+  run.add_argument('--pipeline-root', default=DEFAULT_PIPELINE_ROOT,
+                   help='outputs and the sqlite MLMD go here (default: ./%(default)s)')
+  run.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
+                   help='extra Beam option for every Beam component, e.g. '
+                        '--beam-arg=--direct_num_workers=2 (repeatable)')
+  run.add_argument('--no-cache', action='store_true', help='re-run every component')
+  run.add_argument('--verbose', action='store_true', help='TFX/Beam INFO logs')
+  run.set_defaults(func=cmd_run)
+  return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  args = build_parser().parse_args(argv)
+  return args.func(args)
+
+
+if __name__ == '__main__':
+  sys.exit(main())

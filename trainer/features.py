@@ -1,0 +1,103 @@
+"""Feature names and the transformed-feature codec shared by Transform, Trainer and serving.
+
+Transform writes each S x S image (the full frame and every instance crop) as one lossless 3-channel
+PNG: Lab8 (see color.py) for the Lab colour space, sRGB for the RGB one. `decode_example` turns a
+transformed example back into the float tensors the nets use:
+
+  gray [S,S,1]  normalised L          target [S,S,C]  ab/110 (C=2) or RGB in [-1,1] (C=3)
+  instance_gray [K,S,S,1]             instance_target [K,S,S,C]
+  boxes [K,4] normalised (ymin, xmin, ymax, xmax), largest first    box_mask [K] 1 = real box
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import tensorflow as tf
+
+from trainer import color
+
+# Raw example (TF Object Detection API names, written by VocExampleGen).
+RAW_IMAGE = 'image/encoded'
+RAW_SOURCE_ID = 'image/source_id'
+RAW_BOX_KEYS = ('image/object/bbox/ymin', 'image/object/bbox/xmin', 'image/object/bbox/ymax',
+                'image/object/bbox/xmax')
+RAW_DIFFICULT = 'image/object/difficult'
+
+# Transformed example.
+IMAGE = 'image'
+INSTANCES = 'instances'
+BOXES = 'boxes'
+BOX_MASK = 'box_mask'
+SOURCE_ID = 'source_id'
+
+# Decoded tensors.
+GRAY = 'gray'
+TARGET = 'target'
+INSTANCE_GRAY = 'instance_gray'
+INSTANCE_TARGET = 'instance_target'
+
+LAB = 'lab'
+RGB = 'rgb'
+COLOR_SPACES = (LAB, RGB)
+
+
+def target_channels(color_space: str) -> int:
+  if color_space not in COLOR_SPACES:
+    raise ValueError(f'color_space must be one of {COLOR_SPACES}, not {color_space!r}')
+  return 2 if color_space == LAB else 3
+
+
+def encode_pixels(rgb: tf.Tensor, color_space: str) -> tf.Tensor:
+  """sRGB in [0, 1] -> the uint8 pixels stored for `color_space` (Lab8 or sRGB8)."""
+  target_channels(color_space)
+  return color.lab_to_lab8(color.rgb_to_lab(rgb)) if color_space == LAB else color.to_uint8(rgb)
+
+
+def split_pixels(pixels: tf.Tensor, color_space: str):
+  """Stored uint8 pixels [..., 3] -> (normalised gray [..., 1], normalised target [..., C])."""
+  if color_space == LAB:
+    lab = color.lab8_to_lab(pixels)
+    return color.normalize_l(lab[..., :1]), color.normalize_ab(lab[..., 1:])
+  target_channels(color_space)
+  rgb = tf.cast(pixels, tf.float32) / 255.0
+  return color.normalize_l(color.lightness(rgb)), color.normalize_rgb(rgb)
+
+
+def _decode_png(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+  pixels = tf.io.decode_png(encoded, channels=3)
+  return tf.ensure_shape(pixels, [image_size, image_size, 3])
+
+
+def decode_example(features: Dict[str, tf.Tensor], image_size: int, max_boxes: int,
+                   color_space: str) -> Dict[str, tf.Tensor]:
+  """One transformed example (unbatched) -> the float tensors listed in the module docstring."""
+  gray, target = split_pixels(_decode_png(tf.reshape(features[IMAGE], []), image_size),
+                              color_space)
+  crops = tf.map_fn(lambda e: _decode_png(e, image_size), tf.reshape(features[INSTANCES], [max_boxes]),
+                    fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
+  instance_gray, instance_target = split_pixels(crops, color_space)
+  return {
+      GRAY: gray,
+      TARGET: target,
+      INSTANCE_GRAY: instance_gray,
+      INSTANCE_TARGET: instance_target,
+      BOXES: tf.reshape(features[BOXES], [max_boxes, 4]),
+      BOX_MASK: tf.reshape(tf.cast(features[BOX_MASK], tf.float32), [max_boxes]),
+  }
+
+
+def decode_batch(features: Dict[str, tf.Tensor], image_size: int, max_boxes: int,
+                 color_space: str) -> Dict[str, tf.Tensor]:
+  """`decode_example` over a batch (for signatures that receive batched transformed features)."""
+  channels = target_channels(color_space)
+  spec = {
+      GRAY: tf.TensorSpec([image_size, image_size, 1], tf.float32),
+      TARGET: tf.TensorSpec([image_size, image_size, channels], tf.float32),
+      INSTANCE_GRAY: tf.TensorSpec([max_boxes, image_size, image_size, 1], tf.float32),
+      INSTANCE_TARGET: tf.TensorSpec([max_boxes, image_size, image_size, channels], tf.float32),
+      BOXES: tf.TensorSpec([max_boxes, 4], tf.float32),
+      BOX_MASK: tf.TensorSpec([max_boxes], tf.float32),
+  }
+  elems = {k: features[k] for k in (IMAGE, INSTANCES, BOXES, BOX_MASK)}
+  return tf.map_fn(lambda e: decode_example(e, image_size, max_boxes, color_space), elems,
+                   fn_output_signature=spec)

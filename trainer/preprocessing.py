@@ -1,0 +1,124 @@
+"""Transform's preprocessing_fn: raw VOC example -> fixed-size full image + up to K instance crops.
+
+Importable and testable without a pipeline: `encode_example` does one image eagerly; the
+preprocessing_fn maps it over a batch. Settings arrive through Transform's `custom_config`
+(pipeline.configs.PipelineConfig.transform_config()).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+import dataclasses
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from trainer import features
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformOptions:
+  image_size: int = 256
+  max_boxes: int = 8
+  color_space: str = features.LAB
+  include_difficult: bool = False
+
+  def __post_init__(self):
+    features.target_channels(self.color_space)  # validates the name
+    if self.image_size < 8 or self.max_boxes < 1:
+      raise ValueError(f'image_size must be >= 8 and max_boxes >= 1, got {self}')
+
+  @classmethod
+  def from_custom_config(cls, custom_config: Optional[Dict[str, Any]]) -> 'TransformOptions':
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in (custom_config or {}).items() if k in known})
+
+
+def select_boxes(boxes: tf.Tensor, difficult: tf.Tensor, image_height: tf.Tensor,
+                 image_width: tf.Tensor, options: TransformOptions) -> tf.Tensor:
+  """Up to K boxes [n,4], largest area (in pixels) first; `difficult` ones only if configured."""
+  boxes = tf.reshape(boxes, [-1, 4])
+  if not options.include_difficult:
+    boxes = tf.boolean_mask(boxes, tf.equal(tf.reshape(difficult, [-1]), 0))
+  area = ((boxes[:, 2] - boxes[:, 0]) * tf.cast(image_height, tf.float32) *
+          (boxes[:, 3] - boxes[:, 1]) * tf.cast(image_width, tf.float32))
+  order = tf.argsort(area, direction='DESCENDING', stable=True)
+  return tf.gather(boxes, order[:options.max_boxes])
+
+
+def pixel_window(box: tf.Tensor, height: tf.Tensor, width: tf.Tensor):
+  """Normalised box -> integer (top, left, rows, cols), at least one pixel, inside the image."""
+  size = tf.cast(tf.stack([height, width, height, width]), tf.float32)
+  ymin, xmin, ymax, xmax = tf.unstack(box * size)
+  top = tf.clip_by_value(tf.cast(tf.floor(ymin), tf.int32), 0, height - 1)
+  left = tf.clip_by_value(tf.cast(tf.floor(xmin), tf.int32), 0, width - 1)
+  bottom = tf.clip_by_value(tf.cast(tf.math.ceil(ymax), tf.int32), top + 1, height)
+  right = tf.clip_by_value(tf.cast(tf.math.ceil(xmax), tf.int32), left + 1, width)
+  return top, left, bottom - top, right - left
+
+
+def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """Bilinear resize to S x S, antialiased when shrinking; like the paper, aspect is not kept."""
+  return tf.clip_by_value(
+      tf.image.resize(image, [image_size, image_size], method='bilinear', antialias=True), 0.0, 1.0)
+
+
+def encode_example(jpeg: tf.Tensor, boxes: tf.Tensor, difficult: tf.Tensor,
+                   options: TransformOptions) -> Dict[str, tf.Tensor]:
+  """One raw image -> transformed features (PNG strings, boxes [K,4], mask [K])."""
+  s, k = options.image_size, options.max_boxes
+  rgb = tf.image.convert_image_dtype(tf.io.decode_jpeg(jpeg, channels=3), tf.float32)
+  height, width = tf.shape(rgb)[0], tf.shape(rgb)[1]
+  chosen = select_boxes(boxes, difficult, height, width, options)
+
+  def crop(box):
+    top, left, rows, cols = pixel_window(box, height, width)
+    return features.encode_pixels(resize(rgb[top:top + rows, left:left + cols], s),
+                                  options.color_space)
+
+  crops = tf.map_fn(crop, chosen, fn_output_signature=tf.TensorSpec([s, s, 3], tf.uint8))
+  count = tf.shape(chosen)[0]
+  padding = k - count
+  crops = tf.pad(crops, [[0, padding], [0, 0], [0, 0], [0, 0]])
+  return {
+      features.IMAGE: tf.io.encode_png(features.encode_pixels(resize(rgb, s), options.color_space)),
+      features.INSTANCES: tf.map_fn(tf.io.encode_png, crops,
+                                    fn_output_signature=tf.TensorSpec([], tf.string)),
+      features.BOXES: tf.ensure_shape(tf.pad(chosen, [[0, padding], [0, 0]]), [k, 4]),
+      features.BOX_MASK: tf.ensure_shape(tf.sequence_mask(count, k, dtype=tf.float32), [k]),
+  }
+
+
+def _dense_rows(values: tf.Tensor) -> tf.Tensor:
+  """A batch of variable-length values (SparseTensor or RaggedTensor) as a RaggedTensor."""
+  if isinstance(values, tf.SparseTensor):
+    return tf.RaggedTensor.from_sparse(values)
+  return values
+
+
+def preprocessing_fn(inputs: Dict[str, Any],
+                     custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, tf.Tensor]:
+  """tf.Transform entry point (batched, no analyzers)."""
+  options = TransformOptions.from_custom_config(custom_config)
+  k = options.max_boxes
+  jpegs = tf.reshape(inputs[features.RAW_IMAGE], [-1])
+  coords = [_dense_rows(inputs[key]) for key in features.RAW_BOX_KEYS]
+  boxes = tf.stack(coords, axis=-1)  # ragged [B, None, 4]
+  difficult = _dense_rows(inputs[features.RAW_DIFFICULT])
+
+  def encode(elems):
+    jpeg, row_boxes, row_difficult = elems
+    return encode_example(jpeg, row_boxes, row_difficult, options)
+
+  outputs = tf.map_fn(
+      encode, (jpegs, boxes, difficult),
+      fn_output_signature={
+          features.IMAGE: tf.TensorSpec([], tf.string),
+          features.INSTANCES: tf.TensorSpec([k], tf.string),
+          features.BOXES: tf.TensorSpec([k, 4], tf.float32),
+          features.BOX_MASK: tf.TensorSpec([k], tf.float32),
+      })
+  outputs[features.SOURCE_ID] = tf.reshape(inputs[features.RAW_SOURCE_ID], [-1])
+  return outputs

@@ -1,0 +1,117 @@
+"""Ingest throughput: ExampleGen + Transform (LocalDagRunner, multi-process Beam) against a plain
+single-process Python loop doing decode -> resize -> Lab (full frame and box crops) on the same files.
+
+  .venv/bin/python bench/ingest.py [--images 400] [--small 40] [--image-size 256] [--max-boxes 8]
+
+Data: bench/voc_volume.py tiles the 9 real shared photos into --images crops/flips (see there).
+Prints images/s of both, their ratio (goal >= 0.5) and the transformed bytes per example.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('PYTHONWARNINGS', 'ignore::FutureWarning')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse
+import glob
+import tempfile
+import time
+
+import numpy as np
+from absl import logging
+from PIL import Image
+from skimage import color as skcolor
+from tfx import v1 as tfx
+
+from bench.voc_volume import _objects, make_volume_voc
+from components.voc_example_gen.component import VocExampleGen
+from pipeline import configs, metadata
+
+
+def plain_loop(voc_root: str, image_size: int, max_boxes: int) -> float:
+  """Seconds for the straightforward Python version of Transform's per-image work."""
+  ids = [l.strip() for split in ('train', 'val')
+         for l in open(os.path.join(voc_root, 'ImageSets', 'Main', f'{split}.txt'))]
+  start = time.perf_counter()
+  for image_id in ids:
+    photo = Image.open(os.path.join(voc_root, 'JPEGImages', f'{image_id}.jpg')).convert('RGB')
+    frames = [photo.resize((image_size, image_size), Image.BILINEAR)]
+    boxes = sorted((b for _, d, b in _objects(os.path.join(voc_root, 'Annotations',
+                                                           f'{image_id}.xml')) if d == '0'),
+                   key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))[:max_boxes]
+    frames += [photo.crop(tuple(int(v) for v in b)).resize((image_size, image_size),
+                                                           Image.BILINEAR) for b in boxes]
+    for frame in frames:
+      skcolor.rgb2lab(np.asarray(frame, np.float32) / 255.0)
+  return time.perf_counter() - start
+
+
+def pipeline_seconds(voc_root: str, pipeline_root: str, config) -> dict:
+  """Runs ExampleGen -> ImportSchemaGen -> Transform; returns each executor's seconds from MLMD."""
+  example_gen = VocExampleGen(data_root=voc_root, ingest_options=config.ingest_options())
+  schema = tfx.components.ImportSchemaGen(schema_file=f'{configs.SCHEMA_DIR}/schema.pbtxt')
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs['examples'], schema=schema.outputs['schema'],
+      preprocessing_fn=configs.PREPROCESSING_FN, custom_config=config.transform_config(),
+      disable_statistics=True)
+  tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+      pipeline_name='instcolor_bench', pipeline_root=pipeline_root,
+      components=[example_gen, schema, transform], enable_cache=False,
+      metadata_connection_config=metadata.connection_config(pipeline_root),
+      beam_pipeline_args=configs.default_beam_args()))
+  store = metadata.open_store(pipeline_root)
+  seconds = {}
+  for node in ('VocExampleGen', 'Transform'):
+    execution = metadata.node_executions(store, node, 'instcolor_bench')[-1]
+    seconds[node] = (execution.last_update_time_since_epoch -
+                     execution.create_time_since_epoch) / 1000
+  seconds['transformed_bytes'] = sum(
+      os.path.getsize(f) for f in glob.glob(os.path.join(
+          metadata.latest_outputs(store, 'Transform', 'instcolor_bench')['transformed_examples'][0]
+          .uri, 'Split-*', '*')))
+  return seconds
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument('--images', type=int, default=400)
+  parser.add_argument('--small', type=int, default=40,
+                      help='a second, small run: the difference gives the per-image rate '
+                           'without the fixed start-up cost of each Beam component')
+  parser.add_argument('--image-size', type=int, default=256)
+  parser.add_argument('--max-boxes', type=int, default=8)
+  args = parser.parse_args()
+  logging.set_verbosity(logging.WARNING)
+  config = configs.get_config('paper', image_size=args.image_size, max_boxes=args.max_boxes)
+  print(f'data: images tiled from the real shared photos (crops/flips, 500 px long side), '
+        f'S={args.image_size}, K={args.max_boxes}, {os.cpu_count()} cores', flush=True)
+  runs = {}
+  for count in (args.small, args.images):
+    with tempfile.TemporaryDirectory() as tmp:
+      voc_root = make_volume_voc(count, os.path.join(tmp, 'VOC'))
+      loop = plain_loop(voc_root, args.image_size, args.max_boxes)
+      seconds = pipeline_seconds(voc_root, os.path.join(tmp, 'pipeline'), config)
+    both = seconds['VocExampleGen'] + seconds['Transform']
+    runs[count] = (loop, both)
+    print(f"{count:5d} images: plain loop {count / loop:6.1f} images/s | ExampleGen "
+          f"{seconds['VocExampleGen']:.1f} s + Transform {seconds['Transform']:.1f} s = "
+          f'{count / both:5.1f} images/s | '
+          f"{seconds['transformed_bytes'] / count / 1024:.1f} KB per example", flush=True)
+  (loop_small, pipe_small), (loop_big, pipe_big) = runs[args.small], runs[args.images]
+  extra = args.images - args.small
+  loop_rate, pipe_rate = extra / (loop_big - loop_small), extra / (pipe_big - pipe_small)
+  print(f'fixed start-up (both components): {pipe_small - args.small / pipe_rate:.1f} s')
+  print(f'per-image rate beyond start-up: pipeline {pipe_rate:.1f} images/s, '
+        f'plain loop {loop_rate:.1f} images/s')
+  print(f'ratio pipeline/loop: {pipe_rate / loop_rate:.2f} per image beyond start-up, '
+        f'{(args.images / pipe_big) / (args.images / loop_big):.2f} end to end at '
+        f'{args.images} images (goal >= 0.5)')
+  print(f'float32 tensors would be '
+        f'{(1 + args.max_boxes) * args.image_size ** 2 * 4 * 3 / 2 ** 20:.1f} MB per example')
+
+
+if __name__ == '__main__':
+  main()

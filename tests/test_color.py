@@ -1,0 +1,53 @@
+"""Lab maths against scikit-image on real photographs, and the storage/network encodings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from skimage import color as skcolor
+
+from tests.conftest import sample_image
+from trainer import color
+
+PHOTOS = ('astronaut', 'chelsea', 'coffee', 'motorcycle_left', 'flower')
+
+
+@pytest.mark.parametrize('name', PHOTOS)
+def test_rgb_to_lab_matches_skimage(name):
+  rgb = np.asarray(sample_image(name), dtype=np.float64) / 255.0
+  ours = color.rgb_to_lab(rgb).numpy()
+  np.testing.assert_allclose(ours, skcolor.rgb2lab(rgb), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize('name', PHOTOS)
+def test_lab_to_rgb_matches_skimage(name):
+  lab = skcolor.rgb2lab(np.asarray(sample_image(name), dtype=np.float64) / 255.0)
+  # Push some pixels out of the sRGB gamut to exercise the clipping branches too.
+  lab[::7, ::5, 1:] *= 1.8
+  np.testing.assert_allclose(color.lab_to_rgb(lab.astype(np.float32)).numpy(),
+                             skcolor.lab2rgb(lab), atol=1e-3, rtol=0)
+
+
+def test_round_trip_and_extremes():
+  corners = np.array([[0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]],
+                     dtype=np.float32)
+  lab = color.rgb_to_lab(corners).numpy()
+  np.testing.assert_allclose(lab[0], [0, 0, 0], atol=1e-3)
+  np.testing.assert_allclose(lab[1], [100, 0, 0], atol=1e-2)
+  assert np.abs(lab[:, 1:]).max() < 128  # sRGB gamut fits the Lab8 +-128 range
+  np.testing.assert_allclose(color.lab_to_rgb(lab).numpy(), corners, atol=1e-4)
+
+
+def test_lab8_quantisation_error_is_below_half_a_step():
+  rgb = np.asarray(sample_image('astronaut'), dtype=np.float32) / 255.0
+  lab = color.rgb_to_lab(rgb)
+  back = color.lab8_to_lab(color.lab_to_lab8(lab)).numpy()
+  error = np.abs(back - lab.numpy()).reshape(-1, 3).max(axis=0)
+  assert error[0] <= 100 / 255 / 2 + 1e-4 and error[1] <= 0.5 + 1e-4 and error[2] <= 0.5 + 1e-4
+
+
+def test_network_normalisation_matches_the_paper():
+  assert float(color.normalize_l(tf.constant(50.0))) == 0.0
+  assert float(color.normalize_l(tf.constant(100.0))) == 0.5
+  assert float(color.normalize_ab(tf.constant(110.0))) == 1.0
+  np.testing.assert_allclose(color.denormalize_rgb(color.normalize_rgb(tf.constant([0.25]))), [0.25])

@@ -1,0 +1,198 @@
+"""VocExampleGen: the per-image rules, the Beam PTransform, the executor and the fingerprint."""
+from __future__ import annotations
+
+import glob
+import io
+import os
+
+import apache_beam as beam
+import pytest
+import tensorflow as tf
+from apache_beam.testing import util as beam_util
+from PIL import Image
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.utils import proto_utils
+
+from components.voc_example_gen import component, driver, executor, voc
+from tests.conftest import BROKEN_CASES, copy_voc
+
+
+def _feature(example: tf.train.Example, key: str):
+  feature = example.features.feature[key]
+  return list(getattr(feature, feature.WhichOneof('kind')).value) if feature.WhichOneof('kind') else []
+
+
+def test_real_sample_is_all_kept_with_its_boxes(sample_voc):
+  ids = voc.list_split_ids(sample_voc, 'ImageSets/Main/train.txt')
+  assert ids[:2] == ['astronaut', 'chelsea'] and len(ids) == 8
+  results = {i: voc.ingest_image(sample_voc, i, 'train') for i in ids}
+  assert all(r.status == voc.KEPT and not r.notes for r in results.values())
+  moto = results['motorcycle_left'].example
+  assert _feature(moto, 'image/object/class/text') == [b'motorbike', b'bicycle']
+  assert _feature(moto, 'image/object/class/label') == [14, 2]
+  assert _feature(moto, 'image/object/truncated') == [0, 1]
+  assert _feature(moto, 'image/width') == [741] and _feature(moto, 'image/height') == [500]
+  # <bndbox> 90,95,685,450 on 741x500, normalised by the image size as the TF OD API does.
+  assert _feature(moto, 'image/object/bbox/xmin')[0] == pytest.approx(90 / 741)
+  assert _feature(moto, 'image/object/bbox/ymax')[0] == pytest.approx(450 / 500)
+  with open(os.path.join(sample_voc, 'JPEGImages', 'motorcycle_left.jpg'), 'rb') as f:
+    assert _feature(moto, 'image/encoded') == [f.read()]  # RGB JPEG kept byte for byte
+  assert _feature(results['coffee'].example, 'image/object/bbox/ymin') == []
+
+
+@pytest.mark.parametrize('image_id', sorted(BROKEN_CASES))
+def test_each_broken_input_gets_its_verdict(broken_voc, image_id):
+  status, reason = BROKEN_CASES[image_id]
+  result = voc.ingest_image(broken_voc, image_id, 'train')
+  assert (result.status, result.reason) == (status, reason), result.detail
+  assert (result.example is not None) == (status == voc.KEPT)
+  if status == voc.REJECTED:
+    assert result.detail  # a human-readable why
+
+
+def test_conversions_and_box_fixes_are_noted(broken_voc):
+  png = voc.ingest_image(broken_voc, 'png_image', 'train')
+  cmyk = voc.ingest_image(broken_voc, 'cmyk', 'train')
+  for result in (png, cmyk):
+    image = Image.open(io.BytesIO(_feature(result.example, 'image/encoded')[0]))
+    assert (image.format, image.mode) == ('JPEG', 'RGB')
+    assert any('converted' in note for note in result.notes)
+  boxes = voc.ingest_image(broken_voc, 'bad_boxes', 'train')
+  notes = ' | '.join(boxes.notes)
+  assert 'clipped' in notes and 'inverted' in notes and 'zero area' in notes
+  assert _feature(boxes.example, 'image/object/class/text') == [b'person', b'unicorn']
+  assert _feature(boxes.example, 'image/object/class/label') == [15, voc.UNKNOWN_LABEL]
+  assert _feature(boxes.example, 'image/object/difficult') == [0, 1]
+  assert _feature(boxes.example, 'image/object/bbox/xmin')[0] == 0.0
+  assert _feature(boxes.example, 'image/object/bbox/xmax')[0] == 1.0
+
+
+def test_max_image_pixels_option(sample_voc):
+  small_limit = voc.IngestOptions(max_image_pixels=100_000)
+  result = voc.ingest_image(sample_voc, 'astronaut', 'train', small_limit)
+  assert (result.status, result.reason) == (voc.REJECTED, voc.IMAGE_TOO_LARGE)
+  assert '512x512' in result.detail
+
+
+def test_hash_bucket_is_deterministic():
+  assert voc.hash_bucket('2008_000008', 10) == voc.hash_bucket('2008_000008', 10)
+  buckets = {voc.hash_bucket(f'img{i}', 10) for i in range(200)}
+  assert buckets == set(range(10))
+
+
+def test_read_voc_ptransform_accounts_for_every_input(broken_voc):
+  with beam.Pipeline() as pipeline:
+    result = pipeline | executor.ReadVoc(broken_voc, 'ImageSets/Main/train.txt', 'train')
+    beam_util.assert_that(
+        result['examples'] | beam.Map(lambda e: _feature(e, 'image/source_id')[0].decode()),
+        beam_util.equal_to([i for i, (s, _) in BROKEN_CASES.items() if s == voc.KEPT]),
+        label='KeptExamples')
+    beam_util.assert_that(
+        result['status'] | beam.Map(lambda r: (r['image_id'], r['status'], r['reason'])),
+        beam_util.equal_to([(i, s, r) for i, (s, r) in BROKEN_CASES.items()]),
+        label='StatusOfEveryInput')
+
+
+def _run_executor(input_base: str, output_dir: str, input_config, output_config=None,
+                  ingest_options=None):
+  examples = standard_artifacts.Examples()
+  examples.uri = output_dir
+  if output_config is None:
+    output_config = example_gen_utils.make_default_output_config(input_config)
+  exec_properties = {
+      standard_component_specs.INPUT_BASE_KEY: input_base,
+      standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(input_config),
+      standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(output_config),
+      standard_component_specs.OUTPUT_DATA_FORMAT_KEY: 6,  # FORMAT_TF_EXAMPLE
+      standard_component_specs.OUTPUT_FILE_FORMAT_KEY: 5,  # FORMAT_TFRECORDS_GZIP
+  }
+  if ingest_options is not None:
+    exec_properties[standard_component_specs.CUSTOM_CONFIG_KEY] = proto_utils.proto_to_json(
+        executor.pack_ingest_options(ingest_options))
+  executor.Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+  return examples
+
+
+def _read_split(uri: str, split: str):
+  files = glob.glob(os.path.join(uri, f'Split-{split}', '*.gz'))
+  return [tf.train.Example.FromString(r.numpy())
+          for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
+
+
+def test_executor_writes_splits_and_report(broken_voc, tmp_path):
+  input_config, output_config = component.split_configs(broken_voc)
+  assert output_config is None  # ImageSets lists exist
+  examples = _run_executor(broken_voc, str(tmp_path / 'out'), input_config)
+  assert artifact_utils.decode_split_names(examples.split_names) == ['train', 'val']
+  kept = sorted(i for i, (s, _) in BROKEN_CASES.items() if s == voc.KEPT)
+  train = _read_split(examples.uri, 'train')
+  assert sorted(_feature(e, 'image/source_id')[0].decode() for e in train) == kept
+  assert len(_read_split(examples.uri, 'val')) == 1
+
+  report = executor.read_report(examples.uri)
+  assert report['total'] == len(BROKEN_CASES) + 1
+  assert report['kept'] + report['rejected'] == report['total']
+  assert report['splits']['train'] == {'total': len(BROKEN_CASES), 'kept': len(kept),
+                                       'rejected': len(BROKEN_CASES) - len(kept),
+                                       'boxes': 1 + 1 + 2}  # good, cmyk, bad_boxes (2 survive)
+  assert {r['image_id']: r['reason'] for r in report['rejections']} == {
+      i: r for i, (s, r) in BROKEN_CASES.items() if s == voc.REJECTED}
+  assert examples.get_int_custom_property('ingest_rejected') == report['rejected']
+  assert not os.path.exists(os.path.join(examples.uri, 'ingest_records'))
+  summary = executor.format_summary(report)
+  assert f"{report['kept']} kept + {report['rejected']} rejected = {report['total']}" in summary
+
+
+def test_executor_hash_split_without_lists(sample_voc, tmp_path):
+  root = copy_voc(sample_voc, str(tmp_path / 'VOC'))
+  for name in ('train.txt', 'val.txt'):
+    os.remove(os.path.join(root, 'ImageSets', 'Main', name))
+  input_config, output_config = component.split_configs(
+      root, hash_buckets=(('train', 1), ('val', 1)))
+  assert output_config is not None  # no lists: hash split on image/source_id
+  examples = _run_executor(root, str(tmp_path / 'out'), input_config, output_config,
+                           ingest_options={'max_image_pixels': 300_000})
+  train = {_feature(e, 'image/source_id')[0].decode() for e in _read_split(examples.uri, 'train')}
+  val = {_feature(e, 'image/source_id')[0].decode() for e in _read_split(examples.uri, 'val')}
+  report = executor.read_report(examples.uri)
+  # 300k pixels: exactly the photos larger than that are rejected, with the reason.
+  sizes = {os.path.splitext(f)[0]: Image.open(os.path.join(root, 'JPEGImages', f)).size
+           for f in os.listdir(os.path.join(root, 'JPEGImages'))}
+  expected_big = {i for i, (w, h) in sizes.items() if w * h > 300_000}
+  assert 0 < len(expected_big) < len(sizes)
+  assert {r['image_id']: r['reason'] for r in report['rejections']} == {
+      i: voc.IMAGE_TOO_LARGE for i in expected_big}
+  assert train.isdisjoint(val) and train and val
+  assert train | val == set(sizes) - expected_big
+  assert report['kept'] + report['rejected'] == report['total'] == len(sizes)
+  # The split is a hash of image/source_id: the same ids land in the same splits every time.
+  again = _run_executor(root, str(tmp_path / 'again'), input_config, output_config,
+                        ingest_options={'max_image_pixels': 300_000})
+  assert {_feature(e, 'image/source_id')[0].decode()
+          for e in _read_split(again.uri, 'train')} == train
+
+
+def test_pack_ingest_options_rejects_unknown_keys():
+  with pytest.raises(ValueError, match='unknown ingest options'):
+    executor.pack_ingest_options({'max_pixels': 1})
+
+
+def test_fingerprint_changes_when_a_jpeg_changes(sample_voc, tmp_path):
+  root = copy_voc(sample_voc, str(tmp_path / 'VOC'))
+  input_config, _ = component.split_configs(root)
+
+  def fingerprint():
+    props = {standard_component_specs.INPUT_BASE_KEY: root,
+             standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(input_config)}
+    resolved = driver.VocDriver(metadata_handle=None).resolve_exec_properties(props, None, None)
+    return resolved[example_gen_utils.FINGERPRINT_PROPERTY_NAME]
+
+  before = fingerprint()
+  assert fingerprint() == before
+  jpeg = os.path.join(root, 'JPEGImages', 'rocket.jpg')
+  Image.open(jpeg).rotate(180).save(jpeg, quality=90)
+  os.utime(jpeg, (os.path.getatime(jpeg), os.path.getmtime(jpeg) + 5))
+  assert fingerprint() != before
+  assert fileio.exists(jpeg)

@@ -5,15 +5,13 @@
 from __future__ import annotations
 
 import os
+import sys
 
-# tf_keras (Keras 2) end to end: TFMA 0.47 and TFT 1.16 are built for it. Must precede TF imports.
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-# google-cloud packages warn about Python 3.10 on import, in every Beam worker too.
-os.environ.setdefault('PYTHONWARNINGS', 'ignore::FutureWarning')
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import argparse
 import ast
-import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 DEFAULT_PIPELINE_ROOT = 'instcolor_output'
@@ -120,7 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   args = build_parser().parse_args(argv)
   return args.func(args)
 

@@ -1,7 +1,7 @@
 """Ingest throughput: ExampleGen + Transform (LocalDagRunner, multi-process Beam) against a plain
 single-process Python loop doing decode -> resize -> Lab (full frame and box crops) on the same files.
 
-  .venv/bin/python bench/ingest.py [--images 400] [--small 40] [--image-size 256] [--max-boxes 8]
+  .venv/bin/python bench/ingest.py [--images 2000] [--small 100] [--image-size 256] [--max-boxes 8]
 
 Data: bench/voc_volume.py tiles the 9 real shared photos into --images crops/flips (see there).
 Prints images/s of both, their ratio (goal >= 0.5) and the transformed bytes per example.
@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-os.environ.setdefault('PYTHONWARNINGS', 'ignore::FutureWarning')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import pipeline  # noqa: F401,E402  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import argparse
 import glob
@@ -77,8 +76,8 @@ def pipeline_seconds(voc_root: str, pipeline_root: str, config) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument('--images', type=int, default=400)
-  parser.add_argument('--small', type=int, default=40,
+  parser.add_argument('--images', type=int, default=2000)
+  parser.add_argument('--small', type=int, default=100,
                       help='a second, small run: the difference gives the per-image rate '
                            'without the fixed start-up cost of each Beam component')
   parser.add_argument('--image-size', type=int, default=256)

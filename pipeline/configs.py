@@ -5,6 +5,8 @@ import dataclasses
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from trainer.model import FUSION_POINTS
+
 PIPELINE_NAME = 'instcolor'
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_DIR = os.path.join(REPO_ROOT, 'schema')
@@ -13,6 +15,9 @@ SAMPLE_DATA_ROOT = os.path.join(REPO_ROOT, 'data', 'sample', 'VOCdevkit', 'VOC20
 
 # Dotted paths resolved by the components at run time (also inside a container image).
 PREPROCESSING_FN = 'trainer.preprocessing.preprocessing_fn'
+RUN_FNS = {'full': 'trainer.run_fns.run_full', 'instance': 'trainer.run_fns.run_instance',
+           'fusion': 'trainer.run_fns.run_fusion'}
+STAGES = tuple(RUN_FNS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,10 +38,11 @@ class PipelineConfig:
   color_space: str = 'lab'  # 'lab' (L in, ab out) or 'rgb' (gray in, RGB out)
   include_difficult: bool = False
   width: float = 1.0  # channel multiplier of the SIGGRAPH17 backbone
+  fusion_points: Tuple[str, ...] = FUSION_POINTS  # where stage 3 mixes instance features in
   # ExampleGen
   split_mode: str = 'auto'  # 'auto' | 'lists' (ImageSets/Main) | 'hash' (on image/source_id)
   max_image_pixels: int = 40_000_000
-  # Trainers (issue 3 wires them; the schedules live here with everything else)
+  # Trainer schedules
   full: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
   instance: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
   fusion: StageConfig = StageConfig(epochs=30, batch_size=1, learning_rate=5e-5)
@@ -48,6 +54,14 @@ class PipelineConfig:
     """Transform's custom_config (read by trainer.preprocessing.TransformOptions)."""
     return {'image_size': self.image_size, 'max_boxes': self.max_boxes,
             'color_space': self.color_space, 'include_difficult': self.include_difficult}
+
+  def trainer_config(self, stage: str) -> Dict[str, Any]:
+    """A Trainer's custom_config: the net's shape (trainer.model.NetConfig) and the schedule."""
+    if stage not in STAGES:
+      raise ValueError(f'stage must be one of {STAGES}, not {stage!r}')
+    return {'image_size': self.image_size, 'width': self.width, 'color_space': self.color_space,
+            'max_boxes': self.max_boxes, 'fusion_points': list(self.fusion_points),
+            'schedule': dataclasses.asdict(getattr(self, stage))}
 
   def ingest_options(self) -> Dict[str, Any]:
     """VocExampleGen's options (components.voc_example_gen.voc.IngestOptions)."""

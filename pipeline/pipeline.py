@@ -5,6 +5,7 @@ from typing import List, Optional
 
 from tfx import v1 as tfx
 
+from components.fusion_trainer.component import FusionTrainer
 from components.voc_example_gen.component import VocExampleGen
 from pipeline import configs
 
@@ -27,7 +28,24 @@ def create_pipeline(config: configs.PipelineConfig, data_root: str, pipeline_roo
       # No analyzers need statistics, and they would decode every image twice more.
       disable_statistics=True)
 
-  components = [example_gen, statistics_gen, schema_gen, example_validator, transform]
+  def trainer_args(stage):
+    return dict(examples=transform.outputs['transformed_examples'],
+                transform_graph=transform.outputs['transform_graph'],
+                run_fn=configs.RUN_FNS[stage],
+                train_args=tfx.proto.TrainArgs(splits=['train']),
+                eval_args=tfx.proto.EvalArgs(splits=['val']),
+                custom_config=config.trainer_config(stage))
+
+  full_trainer = tfx.components.Trainer(**trainer_args('full')).with_id('full_trainer')
+  instance_trainer = tfx.components.Trainer(
+      base_model=full_trainer.outputs['model'], **trainer_args('instance')).with_id(
+          'instance_trainer')
+  fusion_trainer = FusionTrainer(
+      base_model=instance_trainer.outputs['model'], full_model=full_trainer.outputs['model'],
+      **trainer_args('fusion')).with_id('fusion_trainer')
+
+  components = [example_gen, statistics_gen, schema_gen, example_validator, transform,
+                full_trainer, instance_trainer, fusion_trainer]
   return tfx.dsl.Pipeline(
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=pipeline_root,

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-os.environ.setdefault('PYTHONWARNINGS', 'ignore::FutureWarning')
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import io
 import shutil

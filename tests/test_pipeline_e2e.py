@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -14,7 +15,7 @@ from components.voc_example_gen import executor as voc_executor
 from pipeline import configs, metadata
 from pipeline import pipeline as pipeline_module
 from tests.conftest import SAMPLE
-from trainer import features
+from trainer import features, model, run_fns
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +41,7 @@ def pipeline_root(tmp_path_factory) -> str:
 def test_every_component_completed(pipeline_root):
   store = metadata.open_store(pipeline_root)
   for node in ('VocExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
-               'Transform'):
+               'Transform', 'full_trainer', 'instance_trainer', 'fusion_trainer'):
     states = [e.last_known_state for e in metadata.node_executions(store, node)]
     assert states == [metadata_store_pb2.Execution.COMPLETE], node
 
@@ -84,3 +85,89 @@ def test_transformed_records_decode_to_the_expected_shapes(pipeline_root):
     assert example[features.BOX_MASK].shape == (k,)
   # 4 train boxes in the sample (astronaut, chelsea, motorcycle_left x2) -> masks sum to 4.
   assert sum(float(tf.reduce_sum(e[features.BOX_MASK])) for e in decoded) == 4
+
+
+NET_CONFIG = model.NetConfig.from_dict(CONFIG.trainer_config('full'))
+
+
+def _model_uri(store, trainer: str) -> str:
+  return metadata.latest_outputs(store, trainer)['model'][0].uri
+
+
+def _net_weights(model_uri: str, net: str, role: str = 'full'):
+  """Weights of one colour net as written by a Trainer, loaded into a freshly built net."""
+  color_net = model.ColorNet(NET_CONFIG, role)
+  color_net.model.load_weights(f'{model_uri}/{run_fns.WEIGHTS_DIR}/{net}.h5')
+  return color_net.model.get_weights()
+
+
+def _fusion_weights(model_uri: str, name: str):
+  fusion = model.FusionNet(NET_CONFIG, model.ColorNet(NET_CONFIG, 'full'),
+                           model.ColorNet(NET_CONFIG, 'instance'))
+  fusion.model.load_weights(f'{model_uri}/{run_fns.WEIGHTS_DIR}/{name}.h5')
+  return fusion
+
+
+def _assert_same(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_instance_net_starts_from_the_full_net(pipeline_root):
+  store = metadata.open_store(pipeline_root)
+  full_uri, instance_uri = _model_uri(store, 'full_trainer'), _model_uri(store, 'instance_trainer')
+  stage1 = _net_weights(full_uri, 'full')
+  _assert_same(_net_weights(instance_uri, 'instance_initial'), stage1)
+  trained = _net_weights(instance_uri, 'instance')
+  assert any(not np.array_equal(x, y) for x, y in zip(trained, stage1))  # stage 2 trained
+
+
+def test_fusion_stage_keeps_both_nets_bit_identical_and_trains_the_fusion(pipeline_root):
+  store = metadata.open_store(pipeline_root)
+  full_uri, instance_uri, fusion_uri = (_model_uri(store, t) for t in (
+      'full_trainer', 'instance_trainer', 'fusion_trainer'))
+  _assert_same(_net_weights(fusion_uri, 'full'), _net_weights(full_uri, 'full'))
+  _assert_same(_net_weights(fusion_uri, 'instance'), _net_weights(instance_uri, 'instance'))
+  trained = _fusion_weights(fusion_uri, 'fusion')
+  initial = _fusion_weights(fusion_uri, 'fusion_initial')
+  # Inside the trained fusion model too, the colour nets are exactly what stages 1 and 2 handed on
+  # (the instance net's head is not part of it: stage 3 uses the instance features only).
+  _assert_same(trained.full.model.get_weights(), _net_weights(full_uri, 'full'))
+  instance_blocks = [w for block in trained.instance.blocks.values() for w in block.get_weights()]
+  head_size = len(trained.instance.head.get_weights())
+  _assert_same(instance_blocks, _net_weights(instance_uri, 'instance')[:-head_size])
+  changed = [not np.array_equal(a.numpy(), b.numpy())
+             for a, b in zip(trained.fusion_weights(), initial.fusion_weights())]
+  assert len(changed) == 13 * 2 * 6 and any(changed)
+
+
+def test_mlmd_records_the_weight_hand_offs(pipeline_root):
+  store = metadata.open_store(pipeline_root)
+
+  def model_inputs(trainer):
+    execution = metadata.node_executions(store, trainer)[-1]
+    events = store.get_events_by_execution_ids([execution.id])
+    return {e.path.steps[0].key: e.artifact_id for e in events
+            if e.type == metadata_store_pb2.Event.INPUT and e.path.steps[0].key in (
+                'base_model', 'full_model')}
+
+  full_id = metadata.latest_outputs(store, 'full_trainer')['model'][0].id
+  instance_id = metadata.latest_outputs(store, 'instance_trainer')['model'][0].id
+  assert model_inputs('full_trainer') == {}
+  assert model_inputs('instance_trainer') == {'base_model': full_id}
+  assert model_inputs('fusion_trainer') == {'base_model': instance_id, 'full_model': full_id}
+
+
+def test_each_stage_logs_tensorboard_and_serves_raw_examples(pipeline_root):
+  store = metadata.open_store(pipeline_root)
+  examples_uri = metadata.latest_outputs(store, 'VocExampleGen')['examples'][0].uri
+  files = glob.glob(os.path.join(examples_uri, 'Split-val', '*.gz'))
+  raw = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
+  for trainer in ('full_trainer', 'instance_trainer', 'fusion_trainer'):
+    outputs = metadata.latest_outputs(store, trainer)
+    run_dir = outputs['model_run'][0].uri
+    assert glob.glob(os.path.join(run_dir, '**', 'events.out.tfevents.*'), recursive=True)
+    serving = tf.saved_model.load(os.path.join(outputs['model'][0].uri, 'Format-Serving'))
+    prediction = serving.signatures['serving_default'](examples=tf.constant(raw))['prediction']
+    assert prediction.shape == (len(raw), CONFIG.image_size, CONFIG.image_size, 2), trainer

@@ -63,24 +63,35 @@ def split_pixels(pixels: tf.Tensor, color_space: str):
   return color.normalize_l(color.lightness(rgb)), color.normalize_rgb(rgb)
 
 
-def _decode_png(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-  pixels = tf.io.decode_png(encoded, channels=3)
-  return tf.ensure_shape(pixels, [image_size, image_size, 3])
+def decode_pngs(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+  """[N] PNG strings -> [N,S,S,3] uint8."""
+  return tf.map_fn(lambda e: tf.ensure_shape(tf.io.decode_png(e, channels=3),
+                                             [image_size, image_size, 3]),
+                   encoded, fn_output_signature=tf.TensorSpec([image_size, image_size, 3],
+                                                              tf.uint8))
+
+
+def decode_full(features: Dict[str, tf.Tensor], image_size: int,
+                color_space: str) -> Dict[str, tf.Tensor]:
+  """The full frame of one transformed example: {gray [S,S,1], target [S,S,C]}."""
+  pixels = decode_pngs(tf.reshape(features[IMAGE], [1]), image_size)[0]
+  gray, target = split_pixels(pixels, color_space)
+  return {GRAY: gray, TARGET: target}
+
+
+def decode_instances(encoded: tf.Tensor, image_size: int,
+                     color_space: str) -> Dict[str, tf.Tensor]:
+  """[N] instance PNGs -> {instance_gray [N,S,S,1], instance_target [N,S,S,C]}."""
+  gray, target = split_pixels(decode_pngs(encoded, image_size), color_space)
+  return {INSTANCE_GRAY: gray, INSTANCE_TARGET: target}
 
 
 def decode_example(features: Dict[str, tf.Tensor], image_size: int, max_boxes: int,
                    color_space: str) -> Dict[str, tf.Tensor]:
   """One transformed example (unbatched) -> the float tensors listed in the module docstring."""
-  gray, target = split_pixels(_decode_png(tf.reshape(features[IMAGE], []), image_size),
-                              color_space)
-  crops = tf.map_fn(lambda e: _decode_png(e, image_size), tf.reshape(features[INSTANCES], [max_boxes]),
-                    fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
-  instance_gray, instance_target = split_pixels(crops, color_space)
   return {
-      GRAY: gray,
-      TARGET: target,
-      INSTANCE_GRAY: instance_gray,
-      INSTANCE_TARGET: instance_target,
+      **decode_full(features, image_size, color_space),
+      **decode_instances(tf.reshape(features[INSTANCES], [max_boxes]), image_size, color_space),
       BOXES: tf.reshape(features[BOXES], [max_boxes, 4]),
       BOX_MASK: tf.reshape(tf.cast(features[BOX_MASK], tf.float32), [max_boxes]),
   }

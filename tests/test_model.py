@@ -1,0 +1,139 @@
+"""The colour nets and the fusion module: shapes, exactness without boxes, mixing inside boxes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import sample_image
+from trainer import color, features, model
+
+
+def _config(**overrides):
+  return model.NetConfig(**{'image_size': 32, 'width': 0.125, 'max_boxes': 3, **overrides})
+
+
+def _gray_batch(size: int, names=('astronaut', 'chelsea')) -> np.ndarray:
+  """Normalised L of real photos, [B,S,S,1]."""
+  rgb = np.stack([np.asarray(sample_image(n).convert('RGB').resize((size, size)), np.float32)
+                  for n in names]) / 255.0
+  return color.normalize_l(color.lightness(rgb)).numpy()
+
+
+def _fusion_inputs(gray, boxes, mask, max_boxes):
+  batch, size = gray.shape[0], gray.shape[1]
+  crops = np.repeat(gray[:, None], max_boxes, axis=1)  # any real image content works as crops
+  return {features.GRAY: gray, features.INSTANCE_GRAY: crops[:, :, ::-1],
+          features.BOXES: np.asarray(boxes, np.float32).reshape(batch, max_boxes, 4),
+          features.BOX_MASK: np.asarray(mask, np.float32).reshape(batch, max_boxes)}
+
+
+@pytest.fixture(scope='module')
+def nets():
+  config = _config()
+  full, instance = model.ColorNet(config, 'full'), model.ColorNet(config, 'instance')
+  # Distinct weights in the two streams, so mixing is visible.
+  instance.model.set_weights([w * 1.5 + 0.01 for w in full.model.get_weights()])
+  return config, full, instance, model.FusionNet(config, full, instance)
+
+
+@pytest.mark.parametrize('color_space,channels', [('lab', 2), ('rgb', 3)])
+@pytest.mark.parametrize('size', [32, 64])
+def test_backbone_shapes(color_space, channels, size):
+  net = model.ColorNet(_config(image_size=size, color_space=color_space), 'full')
+  out = net.model(_gray_batch(size))
+  assert out.shape == (2, size, size, channels)
+  assert float(tf.reduce_max(tf.abs(out))) <= 1.0  # tanh head
+  _, feats = net(tf.constant(_gray_batch(size)))
+  assert list(feats) == list(model.FUSION_POINTS)
+  assert feats['conv4_3'].shape[1] == size // 8 and feats['conv10_2'].shape[1] == size
+
+
+def test_width_scales_parameters_and_full_width_matches_siggraph17():
+  assert model.ColorNet(model.NetConfig(image_size=64), 'full').model.count_params() > 30e6
+  assert model.ColorNet(_config(), 'full').model.count_params() < 1e6
+
+
+def test_fusion_shapes_for_rgb_batches():
+  config = _config(color_space='rgb', image_size=64, max_boxes=2)
+  fusion = model.FusionNet(config, model.ColorNet(config, 'full'),
+                           model.ColorNet(config, 'instance'))
+  gray = _gray_batch(64)
+  inputs = _fusion_inputs(gray, [[0.1, 0.1, 0.6, 0.5], [0, 0, 0, 0]] * 2, [1, 0, 1, 0], 2)
+  assert fusion.model(inputs).shape == (2, 64, 64, 3)
+
+
+def test_no_boxes_gives_exactly_the_full_net_output(nets):
+  config, full, _, fusion = nets
+  gray = _gray_batch(config.image_size)
+  inputs = _fusion_inputs(gray, np.zeros((2, 3, 4)), np.zeros((2, 3)), config.max_boxes)
+  np.testing.assert_array_equal(fusion.model(inputs).numpy(), full.model(gray).numpy())
+
+
+def test_padding_boxes_change_nothing(nets):
+  config, _, _, fusion = nets
+  gray = _gray_batch(config.image_size)
+  boxes = [[0.1, 0.2, 0.7, 0.9], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.5, 0.5]] * 2
+  one_real = fusion.model(_fusion_inputs(gray, boxes, [1, 0, 0] * 2, 3)).numpy()
+  only_that = [[0.1, 0.2, 0.7, 0.9], [0, 0, 0, 0], [0, 0, 0, 0]] * 2
+  np.testing.assert_array_equal(
+      one_real, fusion.model(_fusion_inputs(gray, only_that, [1, 0, 0] * 2, 3)).numpy())
+
+
+def test_box_over_whole_image_mixes_both_streams(nets):
+  config, full, _, fusion = nets
+  gray = _gray_batch(config.image_size)
+  inputs = _fusion_inputs(gray, [[0, 0, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]] * 2, [1, 0, 0] * 2, 3)
+  layer = fusion.fusion_layers['conv1_2']
+  full_feature = full.blocks['conv1_2'](gray)
+  instance_feature = fusion.instance.blocks['conv1_2'](
+      tf.reshape(inputs[features.INSTANCE_GRAY], [-1, 32, 32, 1]))
+  weights, _ = layer.mixing_weights([full_feature, instance_feature, inputs[features.BOXES],
+                                     inputs[features.BOX_MASK]])
+  weights = weights.numpy()[..., 0]  # [B, K+1, h, w]
+  assert (weights[:, 0] > 0.01).all() and (weights[:, 1] > 0.01).all()  # both streams, everywhere
+  np.testing.assert_allclose(weights[:, 2:], 0)  # padding slots take nothing
+  np.testing.assert_allclose(weights.sum(axis=1), 1, atol=1e-6)
+  assert np.abs(fusion.model(inputs).numpy() - full.model(gray).numpy()).max() > 1e-3
+
+
+def test_box_only_changes_its_region_at_the_first_fusion_point(nets):
+  config, full, _, fusion = nets
+  gray = _gray_batch(config.image_size)
+  inputs = _fusion_inputs(gray, [[0.5, 0.5, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]] * 2,
+                          [1, 0, 0] * 2, 3)
+  layer = fusion.fusion_layers['conv1_2']
+  full_feature = full.blocks['conv1_2'](gray)
+  instance_feature = fusion.instance.blocks['conv1_2'](
+      tf.reshape(inputs[features.INSTANCE_GRAY], [-1, 32, 32, 1]))
+  fused = layer([full_feature, instance_feature, inputs[features.BOXES],
+                 inputs[features.BOX_MASK]]).numpy()
+  np.testing.assert_array_equal(fused[:, :16], full_feature.numpy()[:, :16])  # above the box
+  np.testing.assert_array_equal(fused[:, :, :16], full_feature.numpy()[:, :, :16])  # left of it
+  assert np.abs(fused[:, 16:, 16:] - full_feature.numpy()[:, 16:, 16:]).max() > 1e-4
+
+
+def test_paste_into_frame_places_a_crop_in_its_box():
+  crop = tf.ones([1, 4, 4, 1])
+  pasted = model.paste_into_frame(crop, tf.constant([[0.25, 0.5, 0.75, 1.0]]), 8, 8).numpy()[0, ..., 0]
+  assert pasted[2:6, 4:8].min() > 0.99
+  assert pasted[:1].max() == 0 and pasted[7:].max() == 0 and pasted[:, :3].max() == 0
+
+
+def test_fusion_points_subset_and_validation():
+  config = _config(fusion_points=('conv1_2', 'conv10_2'))
+  fusion = model.FusionNet(config, model.ColorNet(config, 'full'),
+                           model.ColorNet(config, 'instance'))
+  assert sorted(fusion.fusion_layers) == ['conv10_2', 'conv1_2']
+  with pytest.raises(ValueError, match='unknown fusion points'):
+    _config(fusion_points=('conv99',))
+  with pytest.raises(ValueError, match='multiple of 8'):
+    _config(image_size=36)
+
+
+def test_loss_is_ten_times_huber_with_one_ab_unit_delta():
+  loss = model.colorization_loss('lab')
+  small = float(loss(tf.zeros([1, 2]), tf.fill([1, 2], 0.5 / 110)))
+  assert small == pytest.approx(10 * 0.5 * (0.5 / 110) ** 2, rel=1e-4)  # quadratic below delta
+  big = float(loss(tf.zeros([1, 2]), tf.fill([1, 2], 11 / 110)))
+  assert big == pytest.approx(10 * (1 / 110) * (11 / 110 - 0.5 / 110), rel=1e-4)  # linear above

@@ -1,0 +1,88 @@
+"""Trainer input pipelines over Transform's TFRecords, one per stage."""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import tensorflow as tf
+
+from trainer import features
+
+FULL, INSTANCE, FUSION = 'full', 'instance', 'fusion'
+STAGES = (FULL, INSTANCE, FUSION)
+
+
+def _records(file_patterns: Sequence[str]) -> tf.data.Dataset:
+  files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+  if not files:
+    raise FileNotFoundError(f'no transformed examples match {list(file_patterns)}')
+  return tf.data.TFRecordDataset(sorted(files), compression_type='GZIP',
+                                 num_parallel_reads=tf.data.AUTOTUNE)
+
+
+def count_examples(file_patterns: Sequence[str], feature_spec: Dict) -> Tuple[int, int, int]:
+  """(images, images with at least one box, boxes), reading only the box masks."""
+  spec = {features.BOX_MASK: feature_spec[features.BOX_MASK]}
+  images = with_boxes = boxes = 0
+  for batch in _records(file_patterns).batch(256).map(lambda r: tf.io.parse_example(r, spec)):
+    per_image = tf.reduce_sum(batch[features.BOX_MASK], axis=1).numpy()
+    images += len(per_image)
+    with_boxes += int((per_image > 0).sum())
+    boxes += int(per_image.sum())
+  return images, with_boxes, boxes
+
+
+def stage_size(counts: Tuple[int, int, int], stage: str) -> int:
+  """How many training items a stage sees per pass: images, crops, or images with boxes."""
+  images, with_boxes, boxes = counts
+  return {FULL: images, INSTANCE: boxes, FUSION: with_boxes}[stage]
+
+
+def steps_for(count: int, batch_size: int) -> int:
+  return max(1, math.ceil(count / batch_size))
+
+
+def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, image_size: int,
+                 max_boxes: int, color_space: str, batch_size: int, training: bool,
+                 seed: int = 0) -> tf.data.Dataset:
+  """(inputs, target) batches for `stage`.
+
+  full: gray -> target of whole frames. instance: each real box crop (padding slots dropped) ->
+  its target. fusion: {gray, instance_gray, boxes, box_mask} -> target, images with boxes only
+  (without boxes the fused net is the full net and the fusion weights get no gradient).
+  """
+  if stage not in STAGES:
+    raise ValueError(f'stage must be one of {STAGES}, not {stage!r}')
+  records = _records(file_patterns)
+  if training:
+    records = records.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
+  parsed = records.map(lambda r: tf.io.parse_single_example(r, feature_spec),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+  if stage == FULL:
+    def to_pair(f):
+      full = features.decode_full(f, image_size, color_space)
+      return full[features.GRAY], full[features.TARGET]
+    items = parsed.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
+  elif stage == INSTANCE:
+    def to_crops(f):
+      real = tf.boolean_mask(tf.reshape(f[features.INSTANCES], [max_boxes]),
+                             tf.reshape(f[features.BOX_MASK], [max_boxes]) > 0)
+      crops = features.decode_instances(real, image_size, color_space)
+      return tf.data.Dataset.from_tensor_slices(
+          (crops[features.INSTANCE_GRAY], crops[features.INSTANCE_TARGET]))
+    items = parsed.interleave(to_crops, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=not training)
+    if training:
+      items = items.shuffle(256, seed=seed)
+  else:
+    def to_fusion(f):
+      decoded = features.decode_example(f, image_size, max_boxes, color_space)
+      return ({k: decoded[k] for k in (features.GRAY, features.INSTANCE_GRAY, features.BOXES,
+                                        features.BOX_MASK)}, decoded[features.TARGET])
+    items = parsed.filter(lambda f: tf.reduce_sum(f[features.BOX_MASK]) > 0).map(
+        to_fusion, num_parallel_calls=tf.data.AUTOTUNE)
+  batches = items.batch(batch_size)
+  if training:
+    batches = batches.repeat()
+  return batches.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,290 @@
+"""The colorization nets: one SIGGRAPH17-shaped backbone builder for every stage, and the fusion module.
+
+Backbone (Zhang et al. 2017, as used by InstColorization; hints unused): conv1 2x64, conv2 2x128,
+conv3 3x256, conv4 3x512 (each downsampling by 2 first), conv5/conv6 3x512 dilated by 2, conv7 3x512,
+then three up blocks (4x4 stride-2 transposed conv + 3x3 shortcut conv from conv3/conv2/conv1) and a
+1x1 tanh head. Channel counts scale with `width`. The backbone is kept as named blocks ending at the
+13 fusion points so the fusion model can step through it and replace features mid-way.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+import dataclasses
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tf_keras as keras
+
+from trainer import features
+
+FUSION_POINTS: Tuple[str, ...] = (
+    'conv1_2', 'conv2_2', 'conv3_3', 'conv4_3', 'conv5_3', 'conv6_3', 'conv7_3', 'conv8_up',
+    'conv8_3', 'conv9_up', 'conv9_3', 'conv10_up', 'conv10_2')
+# Up blocks add a 3x3 conv of an earlier feature (U-Net-like shortcut).
+SHORTCUTS = {'conv8_up': 'conv3_3', 'conv9_up': 'conv2_2', 'conv10_up': 'conv1_2'}
+# Outside the union of boxes the full-image weight gets this bias (the paper's background term).
+BACKGROUND_BIAS = 1e5
+# Logit of an instance at pixels outside its own box (and of padding slots): excluded from the mix.
+OUTSIDE_LOGIT = -1e9
+
+
+@dataclasses.dataclass(frozen=True)
+class NetConfig:
+  """What the nets need from PipelineConfig (passed to Trainers as custom_config)."""
+  image_size: int = 256
+  width: float = 1.0
+  color_space: str = features.LAB
+  max_boxes: int = 8
+  fusion_points: Tuple[str, ...] = FUSION_POINTS
+
+  def __post_init__(self):
+    if self.image_size % 8:
+      raise ValueError(f'image_size must be a multiple of 8 (three 2x downsamplings), '
+                       f'got {self.image_size}')
+    unknown = set(self.fusion_points) - set(FUSION_POINTS)
+    if unknown:
+      raise ValueError(f'unknown fusion points {sorted(unknown)}; choose from {FUSION_POINTS}')
+    object.__setattr__(self, 'fusion_points', tuple(self.fusion_points))
+
+  @property
+  def out_channels(self) -> int:
+    return features.target_channels(self.color_space)
+
+  @classmethod
+  def from_dict(cls, values: Dict) -> 'NetConfig':
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _channels(base: int, width: float) -> int:
+  return max(4, int(round(base * width)))
+
+
+def _convs(count: int, filters: int, prefix: str, dilation: int = 1):
+  return [keras.layers.Conv2D(filters, 3, padding='same', dilation_rate=dilation,
+                              activation='relu', name=f'{prefix}_{i + 1}') for i in range(count)]
+
+
+def _up_block(name: str, in_channels: int, shortcut_channels: int, filters: int) -> keras.Model:
+  x = keras.Input([None, None, in_channels])
+  shortcut = keras.Input([None, None, shortcut_channels])
+  up = keras.layers.Conv2DTranspose(filters, 4, strides=2, padding='same', name=f'{name}_up')(x)
+  short = keras.layers.Conv2D(filters, 3, padding='same', name=f'{name}_short')(shortcut)
+  return keras.Model([x, shortcut], keras.layers.Add()([up, short]), name=name)
+
+
+class ColorNet:
+  """One colorization net as named blocks; `model` is the plain gray -> colour keras.Model."""
+
+  def __init__(self, config: NetConfig, role: str):
+    c = lambda base: _channels(base, config.width)  # noqa: E731
+    down = lambda n: keras.layers.MaxPool2D(1, strides=2, name=f'{role}_{n}_down')  # subsample
+    bn = lambda n: keras.layers.BatchNormalization(name=f'{role}_{n}_bn')  # noqa: E731
+    relu = lambda n: keras.layers.ReLU(name=f'{role}_{n}_relu')  # noqa: E731
+
+    def seq(point, layers):
+      return keras.Sequential(layers, name=f'{role}_{point}')
+
+    self.config = config
+    self.role = role
+    self.blocks: Dict[str, keras.layers.Layer] = {
+        'conv1_2': seq('conv1_2', _convs(2, c(64), f'{role}_conv1') + [bn('conv1')]),
+        'conv2_2': seq('conv2_2', [down('conv2')] + _convs(2, c(128), f'{role}_conv2') +
+                       [bn('conv2')]),
+        'conv3_3': seq('conv3_3', [down('conv3')] + _convs(3, c(256), f'{role}_conv3') +
+                       [bn('conv3')]),
+        'conv4_3': seq('conv4_3', [down('conv4')] + _convs(3, c(512), f'{role}_conv4') +
+                       [bn('conv4')]),
+        'conv5_3': seq('conv5_3', _convs(3, c(512), f'{role}_conv5', dilation=2) + [bn('conv5')]),
+        'conv6_3': seq('conv6_3', _convs(3, c(512), f'{role}_conv6', dilation=2) + [bn('conv6')]),
+        'conv7_3': seq('conv7_3', _convs(3, c(512), f'{role}_conv7') + [bn('conv7')]),
+        'conv8_up': _up_block(f'{role}_conv8_up', c(512), c(256), c(256)),
+        'conv8_3': seq('conv8_3', [relu('conv8')] + _convs(2, c(256), f'{role}_conv8') +
+                       [bn('conv8')]),
+        'conv9_up': _up_block(f'{role}_conv9_up', c(256), c(128), c(128)),
+        'conv9_3': seq('conv9_3', [relu('conv9')] + _convs(1, c(128), f'{role}_conv9') +
+                       [bn('conv9')]),
+        'conv10_up': _up_block(f'{role}_conv10_up', c(128), c(64), c(128)),
+        'conv10_2': seq('conv10_2', [
+            relu('conv10'),
+            keras.layers.Conv2D(c(128), 3, padding='same', name=f'{role}_conv10_2'),
+            keras.layers.LeakyReLU(0.2, name=f'{role}_conv10_lrelu')]),
+    }
+    self.head = seq('out', [keras.layers.Conv2D(config.out_channels, 1, name=f'{role}_out'),
+                            keras.layers.Activation('tanh', name=f'{role}_tanh')])
+    gray = keras.Input([config.image_size, config.image_size, 1], name=features.GRAY)
+    self.model = keras.Model(gray, self(gray)[0], name=role)
+
+  def __call__(self, gray, fuse: Optional[Callable] = None):
+    """Runs the blocks; `fuse(point, feature)` may replace each fusion-point feature.
+
+    Returns (colour output, {point: feature}).
+    """
+    feats = {}
+    x = gray
+    for point, block in self.blocks.items():
+      x = block([x, feats[SHORTCUTS[point]]]) if point in SHORTCUTS else block(x)
+      if fuse is not None:
+        x = fuse(point, x)
+      feats[point] = x
+    return self.head(x), feats
+
+  @property
+  def layers(self):
+    return list(self.blocks.values()) + [self.head]
+
+  def freeze(self) -> None:
+    for layer in self.layers:
+      layer.trainable = False  # BatchNorm then also runs in inference mode
+
+
+def _weight_generator(name: str) -> keras.Sequential:
+  """C -> 16 -> 16 -> 1 conv stack predicting one mixing logit per pixel."""
+  return keras.Sequential([
+      keras.layers.Conv2D(16, 3, padding='same', activation='relu', name=f'{name}_1'),
+      keras.layers.Conv2D(16, 3, padding='same', activation='relu', name=f'{name}_2'),
+      keras.layers.Conv2D(1, 3, padding='same', name=f'{name}_3'),
+  ], name=name)
+
+
+def paste_into_frame(crops: tf.Tensor, boxes: tf.Tensor, height, width) -> tf.Tensor:
+  """Resizes each crop [N,h,w,C] into its normalised box on an height x width grid; zeros elsewhere.
+
+  One crop_and_resize call: sampling each crop over the whole frame expressed in the crop's own
+  normalised coordinates places it in its box and extrapolates zeros outside.
+  """
+  ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+  box_h = tf.maximum(ymax - ymin, 1e-6)
+  box_w = tf.maximum(xmax - xmin, 1e-6)
+  frame = tf.stack([-ymin / box_h, -xmin / box_w, (1 - ymin) / box_h, (1 - xmin) / box_w], -1)
+  return tf.image.crop_and_resize(crops, frame, tf.range(tf.shape(crops)[0]),
+                                  tf.stack([height, width]), extrapolation_value=0.0)
+
+
+def box_cover(boxes: tf.Tensor, mask: tf.Tensor, height, width) -> tf.Tensor:
+  """[N,4] boxes, [N] mask -> [N,height,width,1], 1 where a grid cell overlaps its (real) box."""
+  ymin, xmin, ymax, xmax = [t[:, None] for t in tf.unstack(boxes, axis=-1)]
+  rows = tf.cast(tf.range(height), tf.float32)[None, :]
+  cols = tf.cast(tf.range(width), tf.float32)[None, :]
+  h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+  in_rows = tf.logical_and((rows + 1) / h > ymin, rows / h < ymax)
+  in_cols = tf.logical_and((cols + 1) / w > xmin, cols / w < xmax)
+  cover = tf.logical_and(in_rows[:, :, None], in_cols[:, None, :])
+  cover = tf.logical_and(cover, mask[:, None, None] > 0)
+  return tf.cast(cover, tf.float32)[..., None]
+
+
+class FusionLayer(keras.layers.Layer):
+  """Mixes the full-image feature with the instance features pasted into their boxes.
+
+  Softmax over N+1 logit maps (full image + each instance). An instance competes only inside its own
+  box (the official code zero-pads its logit instead, so an instance there also draws weight inside
+  other boxes); padding slots never compete; outside every box the full image gets the paper's +1e5
+  bias, so there the output is exactly the full-image feature.
+  """
+
+  def __init__(self, max_boxes: int, **kwargs):
+    super().__init__(**kwargs)
+    self.max_boxes = max_boxes
+    self.full_weights = _weight_generator(f'{self.name}_full')
+    self.instance_weights = _weight_generator(f'{self.name}_instance')
+
+  # Plain tensor code: autograph conversion (on by default for Layer.call) only costs graph-building
+  # time, ~1.3 s per fusion point, through every nested Keras call.
+  @tf.autograph.experimental.do_not_convert
+  def mixing_weights(self, inputs):
+    """Returns ([B,K+1,h,w,1] softmax weights, [B,K+1,h,w,C] features to mix)."""
+    full, instance, boxes, mask = inputs
+    k = self.max_boxes
+    shape = tf.shape(full)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    flat_boxes = tf.reshape(boxes, [-1, 4])
+    flat_mask = tf.reshape(mask, [-1])
+    pasted = paste_into_frame(
+        tf.concat([instance, self.instance_weights(instance)], axis=-1), flat_boxes, height, width)
+    cover = box_cover(flat_boxes, flat_mask, height, width)
+    instance_logits = tf.where(cover > 0, pasted[..., -1:], OUTSIDE_LOGIT)
+    union = tf.reduce_max(tf.reshape(cover, [batch, k, height, width, 1]), axis=1)
+    full_logits = self.full_weights(full) + BACKGROUND_BIAS * (1.0 - union)
+    logits = tf.concat([full_logits[:, None],
+                        tf.reshape(instance_logits, [batch, k, height, width, 1])], axis=1)
+    mixed = tf.concat([full[:, None],
+                       tf.reshape(pasted[..., :-1], [batch, k, height, width, channels])], axis=1)
+    # Written out rather than tf.nn.softmax: the library kernel may round the full image's weight
+    # to 1 - 6e-8 where it should be exactly 1; here an excluded map has weight exactly 0.
+    exp = tf.exp(logits - tf.reduce_max(logits, axis=1, keepdims=True))
+    return exp / tf.reduce_sum(exp, axis=1, keepdims=True), mixed
+
+  @tf.autograph.experimental.do_not_convert
+  def call(self, inputs, training=None):
+    del training  # no dropout or batch norm in the fusion layer
+    weights, mixed = self.mixing_weights(inputs)
+    full = inputs[0]
+    # full + sum_k w_k (f_k - full) equals sum_k w_k f_k (weights sum to 1), and is exactly `full`
+    # where every instance weight is 0: no boxes means the full-image net's output, bit for bit.
+    out = full + tf.reduce_sum(weights[:, 1:] * (mixed[:, 1:] - full[:, None]), axis=1)
+    out.set_shape(full.shape)
+    return out
+
+  def get_config(self):
+    return {**super().get_config(), 'max_boxes': self.max_boxes}
+
+
+class FusionNet:
+  """The stage-3 model: instance net on the crops, full-image net with FusionLayers at the points."""
+
+  INPUTS = (features.GRAY, features.INSTANCE_GRAY, features.BOXES, features.BOX_MASK)
+
+  def __init__(self, config: NetConfig, full: ColorNet, instance: ColorNet):
+    s, k = config.image_size, config.max_boxes
+    self.config = config
+    self.full = full
+    self.instance = instance
+    self.fusion_layers = {p: FusionLayer(k, name=f'fusion_{p}') for p in config.fusion_points}
+    inputs = {
+        features.GRAY: keras.Input([s, s, 1], name=features.GRAY),
+        features.INSTANCE_GRAY: keras.Input([k, s, s, 1], name=features.INSTANCE_GRAY),
+        features.BOXES: keras.Input([k, 4], name=features.BOXES),
+        features.BOX_MASK: keras.Input([k], name=features.BOX_MASK),
+    }
+    crops = tf.reshape(inputs[features.INSTANCE_GRAY], [-1, s, s, 1])
+    _, instance_feats = instance(crops)
+
+    def fuse(point, x):
+      if point not in self.fusion_layers:
+        return x
+      return self.fusion_layers[point](
+          [x, instance_feats[point], inputs[features.BOXES], inputs[features.BOX_MASK]])
+
+    out, _ = full(inputs[features.GRAY], fuse=fuse)
+    self.model = keras.Model(inputs, out, name='fusion')
+
+  def fusion_weights(self):
+    return [w for layer in self.fusion_layers.values() for w in layer.weights]
+
+
+def huber_delta(color_space: str) -> float:
+  """The paper's delta of 1 ab unit (1/110 normalised); one 8-bit level for RGB in [-1, 1]."""
+  return 1.0 / 110.0 if color_space == features.LAB else 2.0 / 255.0
+
+
+def colorization_loss(color_space: str):
+  """Huber loss x 10, as in the official training code."""
+  huber = keras.losses.Huber(delta=huber_delta(color_space))
+
+  def loss(y_true, y_pred):
+    return 10.0 * huber(y_true, y_pred)
+
+  return loss
+
+
+def compile_for_training(model: keras.Model, color_space: str, learning_rate: float) -> None:
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.99),
+                loss=colorization_loss(color_space))
+  # The nets are plain tensor code. Without autograph, building the fusion model's train graph
+  # takes seconds instead of about a minute (each nested Keras call is otherwise converted).
+  model.train_step = tf.autograph.experimental.do_not_convert(model.train_step)
+  model.test_step = tf.autograph.experimental.do_not_convert(model.test_step)

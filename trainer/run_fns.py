@@ -1,0 +1,168 @@
+"""The three Trainer run_fns (full image, instance, fusion): one training routine, three stages.
+
+Weights travel between stages as files beside the Trainer's serving model
+(`<model artifact>/weights/<net>.h5`), found through the upstream Model artifacts that TFX hands in:
+`fn_args.base_model` (stage 2: the full net; stage 3: the instance net) and, for stage 3, the full
+Trainer's model through the FusionTrainer's `full_model` channel. `*_initial.h5` records what a
+stage started from, so lineage can be checked from the artifacts alone.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+import json
+from typing import Any, Dict
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from absl import logging
+from tfx import v1 as tfx
+
+from trainer import data, features, model
+
+WEIGHTS_DIR = 'weights'
+FULL_MODEL_KEY = 'full_model'  # custom_config key set by the FusionTrainer executor
+SCHEDULE_KEY = 'schedule'
+
+
+def weights_dir(serving_model_dir: str) -> str:
+  """<model artifact uri>/weights for a `<uri>/Format-Serving` directory."""
+  return os.path.join(os.path.dirname(serving_model_dir.rstrip('/')), WEIGHTS_DIR)
+
+
+def weights_path(serving_model_dir: str, net: str) -> str:
+  return os.path.join(weights_dir(serving_model_dir), f'{net}.h5')
+
+
+def _save_weights(keras_model: keras.Model, serving_model_dir: str, net: str) -> None:
+  path = weights_path(serving_model_dir, net)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  keras_model.save_weights(path)  # h5: needs a local or fuse-mounted path, as TFX's Keras does
+
+
+def _load_weights(keras_model: keras.Model, upstream_serving_dir: str, net: str,
+                  stage: str) -> None:
+  path = weights_path(upstream_serving_dir, net)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f'{stage} stage: upstream model has no {net} weights at {path}')
+  keras_model.load_weights(path)
+  logging.info('%s stage: loaded %s weights from %s', stage, net, path)
+
+
+def build_stage_model(fn_args: tfx.components.FnArgs, stage: str,
+                      config: model.NetConfig):
+  """Builds the stage's trainable keras.Model from upstream weights; returns (model, nets)."""
+  out_dir = fn_args.serving_model_dir
+  if stage == data.FULL:
+    full = model.ColorNet(config, 'full')
+    return full.model, {'full': full.model}
+  if not fn_args.base_model:
+    raise ValueError(f'{stage} stage needs the upstream model through base_model')
+  if stage == data.INSTANCE:
+    instance = model.ColorNet(config, 'instance')
+    _load_weights(instance.model, fn_args.base_model, 'full', stage)
+    _save_weights(instance.model, out_dir, 'instance_initial')
+    return instance.model, {'instance': instance.model}
+  full_dir = (fn_args.custom_config or {}).get(FULL_MODEL_KEY)
+  if not full_dir:
+    raise ValueError('fusion stage needs the full Trainer model through the full_model channel')
+  full, instance = model.ColorNet(config, 'full'), model.ColorNet(config, 'instance')
+  _load_weights(full.model, full_dir, 'full', stage)
+  _load_weights(instance.model, fn_args.base_model, 'instance', stage)
+  full.freeze()
+  instance.freeze()
+  fusion = model.FusionNet(config, full, instance)
+  _save_weights(fusion.model, out_dir, 'fusion_initial')
+  return fusion.model, {'full': full.model, 'instance': instance.model, 'fusion': fusion.model}
+
+
+def stage_inputs(stage: str, decoded: Dict[str, tf.Tensor]):
+  if stage == data.FUSION:
+    return {k: decoded[k] for k in model.FusionNet.INPUTS}
+  return decoded[features.GRAY]
+
+
+def export_serving_model(keras_model: keras.Model, stage: str, config: model.NetConfig,
+                         tf_transform_output: tft.TFTransformOutput, path: str) -> None:
+  """SavedModel with `serving_default` (serialized raw tf.Examples -> prediction) and
+  `transform_features` (-> decoded tensors incl. the target, for TFMA)."""
+  keras_model.tft_layer = tf_transform_output.transform_features_layer()
+  raw_spec = tf_transform_output.raw_feature_spec()
+
+  def decoded(serialized):
+    transformed = keras_model.tft_layer(tf.io.parse_example(serialized, raw_spec))
+    return features.decode_batch(transformed, config.image_size, config.max_boxes,
+                                 config.color_space)
+
+  examples = tf.TensorSpec([None], tf.string, name='examples')
+
+  # autograph=False: the code is plain tensor ops; converting every nested Keras call only costs
+  # export time (about half of it for the fusion model).
+  @tf.function(input_signature=[examples], autograph=False)
+  def serve(serialized):
+    return {'prediction': keras_model(stage_inputs(stage, decoded(serialized)))}
+
+  @tf.function(input_signature=[examples], autograph=False)
+  def transform_features(serialized):
+    return decoded(serialized)
+
+  # save_traces=False: the serving signatures are what gets used (stages hand weights on as .h5),
+  # and tracing every layer's call for Keras re-loading tripled the export time.
+  keras_model.save(path, save_format='tf', save_traces=False, signatures={
+      'serving_default': serve, 'transform_features': transform_features})
+
+
+def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
+  custom_config: Dict[str, Any] = fn_args.custom_config or {}
+  config = model.NetConfig.from_dict(custom_config)
+  schedule = custom_config[SCHEDULE_KEY]
+  tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+  spec = tf_transform_output.transformed_feature_spec()
+
+  train_count = data.stage_size(data.count_examples(fn_args.train_files, spec), stage)
+  if train_count == 0:
+    raise ValueError(f'{stage} stage: nothing to train on in {fn_args.train_files} '
+                     f'({"no boxes" if stage != data.FULL else "no images"} in the train split)')
+  eval_count = data.stage_size(data.count_examples(fn_args.eval_files, spec), stage)
+  batch_size = schedule['batch_size']
+  steps = schedule.get('steps_per_epoch') or data.steps_for(train_count, batch_size)
+
+  def dataset(files, training):
+    return data.make_dataset(files, spec, stage, config.image_size, config.max_boxes,
+                             config.color_space, batch_size, training)
+
+  keras_model, nets = build_stage_model(fn_args, stage, config)
+  model.compile_for_training(keras_model, config.color_space, schedule['learning_rate'])
+  logging.info('%s stage: %d trainable weights, %d train items, %d epochs x %d steps, batch %d',
+               stage, len(keras_model.trainable_weights), train_count, schedule['epochs'],
+               steps, batch_size)
+  history = keras_model.fit(
+      dataset(fn_args.train_files, training=True),
+      epochs=schedule['epochs'], steps_per_epoch=steps,
+      validation_data=dataset(fn_args.eval_files, training=False) if eval_count else None,
+      callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq='epoch')],
+      verbose=2)
+  for net, net_model in nets.items():
+    _save_weights(net_model, fn_args.serving_model_dir, net)
+  with tf.io.gfile.GFile(os.path.join(weights_dir(fn_args.serving_model_dir),
+                                      'history.json'), 'w') as f:
+    json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)
+  export_serving_model(keras_model, stage, config, tf_transform_output, fn_args.serving_model_dir)
+
+
+def run_full(fn_args: tfx.components.FnArgs) -> None:
+  """Stage 1: the full-image net on whole frames."""
+  train_stage(fn_args, data.FULL)
+
+
+def run_instance(fn_args: tfx.components.FnArgs) -> None:
+  """Stage 2: the same net, initialised from stage 1, on instance crops."""
+  train_stage(fn_args, data.INSTANCE)
+
+
+def run_fusion(fn_args: tfx.components.FnArgs) -> None:
+  """Stage 3: both colour nets frozen, the fusion weight generators trained."""
+  train_stage(fn_args, data.FUSION)

@@ -12,6 +12,7 @@ import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 
 import argparse
 import ast
+import json
 from typing import Any, Dict, List, Optional, Sequence
 
 DEFAULT_PIPELINE_ROOT = 'instcolor_output'
@@ -64,6 +65,21 @@ def print_summary(pipeline_root: str) -> None:
       print(f'  {split:>6}: {counts["kept"]} examples, {_human_bytes(size)} '
             f'({_human_bytes(per_example)} per example, gzip TFRecord)')
     print(f"  transform graph: {transform['transform_graph'][0].uri}")
+  for trainer in ('full_trainer', 'instance_trainer', 'fusion_trainer'):
+    outputs = metadata.latest_outputs(store, trainer)
+    if not outputs:
+      continue
+    model_uri = outputs['model'][0].uri
+    history_path = os.path.join(model_uri, 'weights', 'history.json')
+    losses = ''
+    if tf.io.gfile.exists(history_path):
+      with tf.io.gfile.GFile(history_path) as f:
+        history = json.load(f)
+      losses = ', '.join(f'{k} {v[-1]:.4f}' for k, v in history.items())
+    print(f'{trainer}: {model_uri}  ({losses})\n'
+          f'  serving model: {os.path.join(model_uri, "Format-Serving")}\n'
+          f'  weights:       {os.path.join(model_uri, "weights")}\n'
+          f'  TensorBoard:   {outputs["model_run"][0].uri}')
 
 
 def cmd_run(args: argparse.Namespace) -> int:

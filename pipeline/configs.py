@@ -75,12 +75,13 @@ PRESETS: Dict[str, PipelineConfig] = {
         full=StageConfig(epochs=1, batch_size=2, learning_rate=1e-3, steps_per_epoch=2),
         instance=StageConfig(epochs=1, batch_size=2, learning_rate=1e-3, steps_per_epoch=2),
         fusion=StageConfig(epochs=1, batch_size=2, learning_rate=1e-4, steps_per_epoch=2)),
-    # Learns visible colour in about half an hour on 2 CPU cores.
+    # Learns visible colour in about half an hour on 2 CPU cores (bench/train.py: the full net
+    # trains at ~31 images/s at this size): fixed steps per epoch, whatever the data set size.
     'cpu': PipelineConfig(
         preset='cpu', image_size=64, max_boxes=4, width=0.25,
-        full=StageConfig(epochs=40, batch_size=8, learning_rate=1e-3),
-        instance=StageConfig(epochs=20, batch_size=8, learning_rate=5e-4),
-        fusion=StageConfig(epochs=10, batch_size=4, learning_rate=1e-4)),
+        full=StageConfig(epochs=30, batch_size=8, learning_rate=1e-3, steps_per_epoch=100),
+        instance=StageConfig(epochs=10, batch_size=8, learning_rate=5e-4, steps_per_epoch=100),
+        fusion=StageConfig(epochs=5, batch_size=4, learning_rate=1e-4, steps_per_epoch=50)),
     # The official schedule at 256^2, full width (for a GPU).
     'paper': PipelineConfig(preset='paper'),
 }

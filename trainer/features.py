@@ -41,6 +41,17 @@ RGB = 'rgb'
 COLOR_SPACES = (LAB, RGB)
 
 
+def transformed_feature_spec(max_boxes: int) -> Dict[str, tf.io.FixedLenFeature]:
+  """What tf.Transform infers for preprocessing_fn's outputs (the e2e test checks it is equal)."""
+  return {
+      IMAGE: tf.io.FixedLenFeature([], tf.string),
+      INSTANCES: tf.io.FixedLenFeature([max_boxes], tf.string),
+      BOXES: tf.io.FixedLenFeature([max_boxes, 4], tf.float32),
+      BOX_MASK: tf.io.FixedLenFeature([max_boxes], tf.float32),
+      SOURCE_ID: tf.io.FixedLenFeature([], tf.string),
+  }
+
+
 def target_channels(color_space: str) -> int:
   if color_space not in COLOR_SPACES:
     raise ValueError(f'color_space must be one of {COLOR_SPACES}, not {color_space!r}')

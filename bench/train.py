@@ -1,0 +1,103 @@
+"""Training throughput of the full-image net: fed from transformed TFRecords through the Trainer's
+input pipeline (trainer.data.make_dataset) against in-memory tensors of the same shape.
+
+  .venv/bin/python bench/train.py [--preset cpu] [--images 200] [--steps 40]
+
+Records: the Transform code (trainer.preprocessing.encode_example) applied to --images images tiled
+from the real shared photos (bench/voc_volume.py), written as GZIP TFRecords like Transform's output.
+Prints images/s of both feeds and their ratio (goal >= 0.9).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import pipeline  # noqa: F401,E402  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from bench.voc_volume import make_volume_voc
+from components.voc_example_gen import voc
+from pipeline import configs
+from trainer import data, features, model, preprocessing
+
+
+def write_transformed_records(voc_root: str, path: str, config) -> int:
+  options = preprocessing.TransformOptions(**config.transform_config())
+  encode = tf.function(lambda jpeg, boxes, difficult: preprocessing.encode_example(
+      jpeg, boxes, difficult, options))
+  count = 0
+  with tf.io.TFRecordWriter(path, options='GZIP') as writer:
+    for image_id in voc.list_split_ids(voc_root, 'ImageSets/Main/train.txt'):
+      f = voc.ingest_image(voc_root, image_id, 'train').example.features.feature
+      boxes = np.stack([f[k].float_list.value for k in features.RAW_BOX_KEYS], -1)
+      out = encode(f[features.RAW_IMAGE].bytes_list.value[0],
+                   boxes.reshape(-1, 4).astype(np.float32),
+                   np.array(f[features.RAW_DIFFICULT].int64_list.value, np.int64))
+      feature = {
+          features.IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(
+              value=[out[features.IMAGE].numpy()])),
+          features.INSTANCES: tf.train.Feature(bytes_list=tf.train.BytesList(
+              value=list(out[features.INSTANCES].numpy()))),
+          features.BOXES: tf.train.Feature(float_list=tf.train.FloatList(
+              value=out[features.BOXES].numpy().ravel())),
+          features.BOX_MASK: tf.train.Feature(float_list=tf.train.FloatList(
+              value=out[features.BOX_MASK].numpy())),
+          features.SOURCE_ID: tf.train.Feature(bytes_list=tf.train.BytesList(
+              value=[image_id.encode()])),
+      }
+      writer.write(tf.train.Example(features=tf.train.Features(feature=feature))
+                   .SerializeToString())
+      count += 1
+  return count
+
+
+def images_per_second(keras_model, dataset, steps: int, batch_size: int) -> float:
+  start = time.perf_counter()
+  keras_model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+  return steps * batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument('--preset', default='cpu', choices=sorted(configs.PRESETS))
+  parser.add_argument('--images', type=int, default=200)
+  parser.add_argument('--steps', type=int, default=40)
+  parser.add_argument('--rounds', type=int, default=3)
+  args = parser.parse_args()
+  config = configs.get_config(args.preset)
+  s, k, space, batch = config.image_size, config.max_boxes, config.color_space, config.full.batch_size
+  spec = features.transformed_feature_spec(k)
+  with tempfile.TemporaryDirectory() as tmp:
+    voc_root = make_volume_voc(args.images, os.path.join(tmp, 'VOC'))
+    records = os.path.join(tmp, 'train.gz')
+    count = write_transformed_records(voc_root, records, config)
+    from_records = data.make_dataset([records], spec, data.FULL, s, k, space, batch, training=True)
+    pairs = list(data.make_dataset([records], spec, data.FULL, s, k, space, count,
+                                   training=False))[0]
+    in_memory = (tf.data.Dataset.from_tensor_slices((pairs[0], pairs[1])).cache()
+                 .shuffle(count).batch(batch).repeat().prefetch(tf.data.AUTOTUNE))
+    net = model.ColorNet(model.NetConfig.from_dict(config.trainer_config('full')), 'full')
+    model.compile_for_training(net.model, space, config.full.learning_rate)
+    net.model.fit(in_memory, epochs=1, steps_per_epoch=3, verbose=0)  # build the train graph
+    print(f'preset {args.preset}: S={s}, width {config.width}, batch {batch}, {count} records '
+          f'tiled from the real shared photos, {os.cpu_count()} cores', flush=True)
+    rates = {'records': [], 'memory': []}
+    for _ in range(args.rounds):  # alternate, so drift affects both feeds alike
+      rates['records'].append(images_per_second(net.model, from_records, args.steps, batch))
+      rates['memory'].append(images_per_second(net.model, in_memory, args.steps, batch))
+  records_rate, memory_rate = np.median(rates['records']), np.median(rates['memory'])
+  print(f'TFRecords via trainer.data: {records_rate:.1f} images/s (median of {args.rounds} x '
+        f'{args.steps} steps)')
+  print(f'in-memory tensors:          {memory_rate:.1f} images/s')
+  print(f'ratio records/memory: {records_rate / memory_rate:.2f} (goal >= 0.9)')
+
+
+if __name__ == '__main__':
+  main()

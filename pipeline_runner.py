@@ -1,6 +1,7 @@
-"""instcolor command line: run the pipeline locally (LocalDagRunner).
+"""instcolor command line.
 
   python pipeline_runner.py run [--preset cpu] [--data-dir VOCdevkit/VOC2012] [--pipeline-root DIR]
+  python pipeline_runner.py colorize IMAGE... --model DIR [--boxes FILE | --detector HANDLE] --out DIR
 """
 from __future__ import annotations
 
@@ -80,6 +81,31 @@ def print_summary(pipeline_root: str) -> None:
           f'  serving model: {os.path.join(model_uri, "Format-Serving")}\n'
           f'  weights:       {os.path.join(model_uri, "weights")}\n'
           f'  TensorBoard:   {outputs["model_run"][0].uri}')
+  print_evaluation(store)
+
+
+def print_evaluation(store) -> None:
+  """The Evaluator's metrics and blessing, and where Pusher put the model (if it did)."""
+  import tensorflow_model_analysis as tfma
+
+  from pipeline import metadata
+
+  evaluator = metadata.latest_outputs(store, 'Evaluator')
+  if evaluator:
+    uri = evaluator['evaluation'][0].uri
+    for _, slices in tfma.load_eval_result(uri).slicing_metrics:
+      values = slices[''][''] if '' in slices else {}
+      print('Evaluator (val split): ' + ', '.join(
+          f"{name} {value.get('doubleValue', float('nan')):.3f}" for name, value in values.items()))
+    blessed = evaluator['blessing'][0].custom_properties['blessed'].int_value == 1
+    print(f"  {'BLESSED' if blessed else 'NOT blessed'} ({uri})")
+  pusher = metadata.latest_outputs(store, 'Pusher')
+  if pusher:
+    pushed = pusher['pushed_model'][0]
+    if pushed.custom_properties['pushed'].int_value == 1:
+      print(f"Pusher: serving model at {pushed.custom_properties['pushed_destination'].string_value}")
+    else:
+      print('Pusher: not pushed (the model was not blessed)')
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -104,9 +130,22 @@ def cmd_run(args: argparse.Namespace) -> int:
       config, data_root=data_root, pipeline_root=pipeline_root,
       metadata_connection_config=metadata.connection_config(pipeline_root),
       beam_pipeline_args=configs.default_beam_args(tuple(args.beam_arg)),
-      enable_cache=not args.no_cache)
+      enable_cache=not args.no_cache, serving_model_dir=args.serving_dir)
   tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
   print_summary(pipeline_root)
+  return 0
+
+
+def cmd_colorize(args: argparse.Namespace) -> int:
+  from pipeline import colorize
+
+  if args.boxes and args.detector:
+    print('error: give --boxes or --detector, not both', file=sys.stderr)
+    return 2
+  detector = (colorize.HubDetector(args.detector, args.score_threshold, args.max_detections)
+              if args.detector else None)
+  boxes = colorize.load_boxes_file(args.boxes) if args.boxes else None
+  colorize.colorize_files(args.model, args.images, args.out, boxes=boxes, detector=detector)
   return 0
 
 
@@ -129,7 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
                         '--beam-arg=--direct_num_workers=2 (repeatable)')
   run.add_argument('--no-cache', action='store_true', help='re-run every component')
   run.add_argument('--verbose', action='store_true', help='TFX/Beam INFO logs')
+  run.add_argument('--serving-dir', default=None,
+                   help='Pusher destination (default: <pipeline root>/serving_model)')
   run.set_defaults(func=cmd_run)
+
+  paint = commands.add_parser('colorize', help='colorize images with a pushed model')
+  paint.add_argument('images', nargs='+', metavar='IMAGE')
+  paint.add_argument('--model', required=True,
+                     help='pushed SavedModel folder, or the Pusher destination (newest version)')
+  paint.add_argument('--out', required=True, help='folder for the colorized PNGs')
+  paint.add_argument('--boxes', help='JSON {"image": [[ymin, xmin, ymax, xmax], ...]} (normalised)')
+  paint.add_argument('--detector', metavar='HANDLE',
+                     help='tensorflow_hub handle or local SavedModel of a TF Object Detection API '
+                          'detector (detection_boxes, detection_scores)')
+  paint.add_argument('--score-threshold', type=float, default=0.7)
+  paint.add_argument('--max-detections', type=int, default=8)
+  paint.set_defaults(func=cmd_colorize)
   return parser
 
 

@@ -15,6 +15,7 @@ SAMPLE_DATA_ROOT = os.path.join(REPO_ROOT, 'data', 'sample', 'VOCdevkit', 'VOC20
 
 # Dotted paths resolved by the components at run time (also inside a container image).
 PREPROCESSING_FN = 'trainer.preprocessing.preprocessing_fn'
+METRICS_MODULE = 'trainer.metrics'
 RUN_FNS = {'full': 'trainer.run_fns.run_full', 'instance': 'trainer.run_fns.run_instance',
            'fusion': 'trainer.run_fns.run_fusion'}
 STAGES = tuple(RUN_FNS)
@@ -47,6 +48,11 @@ class PipelineConfig:
   instance: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
   fusion: StageConfig = StageConfig(epochs=30, batch_size=1, learning_rate=5e-5)
 
+  # Evaluator blessing: PSNR (dB, RGB 0..255, val split) at least this, and not more than
+  # `max_psnr_drop` below the latest blessed model.
+  psnr_lower_bound: float = 20.0
+  max_psnr_drop: float = 0.5
+
   def replace(self, **changes: Any) -> 'PipelineConfig':
     return dataclasses.replace(self, **changes)
 
@@ -71,7 +77,8 @@ class PipelineConfig:
 PRESETS: Dict[str, PipelineConfig] = {
     # Seconds per stage: for tests and smoke runs.
     'tiny': PipelineConfig(
-        preset='tiny', image_size=32, max_boxes=2, width=0.125,
+        preset='tiny', image_size=32, max_boxes=2, width=0.125, psnr_lower_bound=10.0,
+        max_psnr_drop=100.0,
         full=StageConfig(epochs=1, batch_size=2, learning_rate=1e-3, steps_per_epoch=2),
         instance=StageConfig(epochs=1, batch_size=2, learning_rate=1e-3, steps_per_epoch=2),
         fusion=StageConfig(epochs=1, batch_size=2, learning_rate=1e-4, steps_per_epoch=2)),

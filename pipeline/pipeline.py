@@ -1,8 +1,10 @@
 """create_pipeline: wires the instcolor components; every setting comes from PipelineConfig."""
 from __future__ import annotations
 
+import json
 from typing import List, Optional
 
+import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.fusion_trainer.component import FusionTrainer
@@ -10,10 +12,40 @@ from components.voc_example_gen.component import VocExampleGen
 from pipeline import configs
 
 
+def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
+  """Colour metrics (trainer/metrics.py) on the val split; PSNR decides the blessing."""
+  metric_args = json.dumps({'color_space': config.color_space})
+
+  def metric(class_name, threshold=None, **extra):
+    return tfma.MetricConfig(class_name=class_name, module=configs.METRICS_MODULE,
+                             config=json.dumps({**json.loads(metric_args), **extra}),
+                             threshold=threshold)
+
+  psnr_threshold = tfma.MetricThreshold(
+      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': config.psnr_lower_bound}),
+      change_threshold=tfma.GenericChangeThreshold(
+          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+          absolute={'value': -config.max_psnr_drop}))
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(signature_name='evaluate', prediction_key='prediction',
+                                  label_key='label',
+                                  preprocessing_function_names=['transform_features'])],
+      slicing_specs=[tfma.SlicingSpec()],
+      metrics_specs=[tfma.MetricsSpec(metrics=[
+          metric('PSNR', psnr_threshold),
+          metric('SSIM'),
+          metric('InstancePSNR'),
+          metric('Colorfulness'),
+          metric('Colorfulness', name='colorfulness_truth', source='label'),
+          metric('ColorfulnessGap'),
+      ])])
+
+
 def create_pipeline(config: configs.PipelineConfig, data_root: str, pipeline_root: str,
                     metadata_connection_config=None,
                     beam_pipeline_args: Optional[List[str]] = None,
-                    enable_cache: bool = True) -> tfx.dsl.Pipeline:
+                    enable_cache: bool = True,
+                    serving_model_dir: Optional[str] = None) -> tfx.dsl.Pipeline:
   example_gen = VocExampleGen(data_root=data_root, split_mode=config.split_mode,
                               ingest_options=config.ingest_options())
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
@@ -44,8 +76,26 @@ def create_pipeline(config: configs.PipelineConfig, data_root: str, pipeline_roo
       base_model=instance_trainer.outputs['model'], full_model=full_trainer.outputs['model'],
       **trainer_args('fusion')).with_id('fusion_trainer')
 
+  model_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)).with_id(
+          'latest_blessed_model_resolver')
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs['examples'],
+      model=fusion_trainer.outputs['model'],
+      baseline_model=model_resolver.outputs['model'],
+      example_splits=['val'],
+      eval_config=eval_config(config))
+  pusher = tfx.components.Pusher(
+      model=fusion_trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=serving_model_dir or f'{pipeline_root}/serving_model')))
+
   components = [example_gen, statistics_gen, schema_gen, example_validator, transform,
-                full_trainer, instance_trainer, fusion_trainer]
+                full_trainer, instance_trainer, fusion_trainer, model_resolver, evaluator, pusher]
   return tfx.dsl.Pipeline(
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=pipeline_root,

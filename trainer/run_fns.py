@@ -21,7 +21,7 @@ import tf_keras as keras
 from absl import logging
 from tfx import v1 as tfx
 
-from trainer import data, features, model
+from trainer import data, model, serving
 
 WEIGHTS_DIR = 'weights'
 FULL_MODEL_KEY = 'full_model'  # custom_config key set by the FusionTrainer executor
@@ -79,42 +79,6 @@ def build_stage_model(fn_args: tfx.components.FnArgs, stage: str,
   return fusion.model, {'full': full.model, 'instance': instance.model, 'fusion': fusion.model}
 
 
-def stage_inputs(stage: str, decoded: Dict[str, tf.Tensor]):
-  if stage == data.FUSION:
-    return {k: decoded[k] for k in model.FusionNet.INPUTS}
-  return decoded[features.GRAY]
-
-
-def export_serving_model(keras_model: keras.Model, stage: str, config: model.NetConfig,
-                         tf_transform_output: tft.TFTransformOutput, path: str) -> None:
-  """SavedModel with `serving_default` (serialized raw tf.Examples -> prediction) and
-  `transform_features` (-> decoded tensors incl. the target, for TFMA)."""
-  keras_model.tft_layer = tf_transform_output.transform_features_layer()
-  raw_spec = tf_transform_output.raw_feature_spec()
-
-  def decoded(serialized):
-    transformed = keras_model.tft_layer(tf.io.parse_example(serialized, raw_spec))
-    return features.decode_batch(transformed, config.image_size, config.max_boxes,
-                                 config.color_space)
-
-  examples = tf.TensorSpec([None], tf.string, name='examples')
-
-  # autograph=False: the code is plain tensor ops; converting every nested Keras call only costs
-  # export time (about half of it for the fusion model).
-  @tf.function(input_signature=[examples], autograph=False)
-  def serve(serialized):
-    return {'prediction': keras_model(stage_inputs(stage, decoded(serialized)))}
-
-  @tf.function(input_signature=[examples], autograph=False)
-  def transform_features(serialized):
-    return decoded(serialized)
-
-  # save_traces=False: the serving signatures are what gets used (stages hand weights on as .h5),
-  # and tracing every layer's call for Keras re-loading tripled the export time.
-  keras_model.save(path, save_format='tf', save_traces=False, signatures={
-      'serving_default': serve, 'transform_features': transform_features})
-
-
 def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
   custom_config: Dict[str, Any] = fn_args.custom_config or {}
   config = model.NetConfig.from_dict(custom_config)
@@ -150,7 +114,7 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
   with tf.io.gfile.GFile(os.path.join(weights_dir(fn_args.serving_model_dir),
                                       'history.json'), 'w') as f:
     json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)
-  export_serving_model(keras_model, stage, config, tf_transform_output, fn_args.serving_model_dir)
+  serving.export(keras_model, stage, config, tf_transform_output, fn_args.serving_model_dir)
 
 
 def run_full(fn_args: tfx.components.FnArgs) -> None:

@@ -28,7 +28,7 @@ def run_pipeline(pipeline_root: str, data_root: str = SAMPLE, config=CONFIG) -> 
   tfx.orchestration.LocalDagRunner().run(pipeline_module.create_pipeline(
       config, data_root=data_root, pipeline_root=pipeline_root,
       metadata_connection_config=metadata.connection_config(pipeline_root),
-      beam_pipeline_args=BEAM_ARGS))
+      beam_pipeline_args=BEAM_ARGS, serving_model_dir=os.path.join(pipeline_root, 'serving')))
 
 
 @pytest.fixture(scope='module')
@@ -41,7 +41,8 @@ def pipeline_root(tmp_path_factory) -> str:
 def test_every_component_completed(pipeline_root):
   store = metadata.open_store(pipeline_root)
   for node in ('VocExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
-               'Transform', 'full_trainer', 'instance_trainer', 'fusion_trainer'):
+               'Transform', 'full_trainer', 'instance_trainer', 'fusion_trainer', 'Evaluator',
+               'Pusher'):
     states = [e.last_known_state for e in metadata.node_executions(store, node)]
     assert states == [metadata_store_pb2.Execution.COMPLETE], node
 
@@ -159,7 +160,7 @@ def test_mlmd_records_the_weight_hand_offs(pipeline_root):
   assert model_inputs('fusion_trainer') == {'base_model': instance_id, 'full_model': full_id}
 
 
-def test_each_stage_logs_tensorboard_and_serves_raw_examples(pipeline_root):
+def test_each_stage_logs_tensorboard_and_evaluates_raw_examples(pipeline_root):
   store = metadata.open_store(pipeline_root)
   examples_uri = metadata.latest_outputs(store, 'VocExampleGen')['examples'][0].uri
   files = glob.glob(os.path.join(examples_uri, 'Split-val', '*.gz'))
@@ -169,5 +170,116 @@ def test_each_stage_logs_tensorboard_and_serves_raw_examples(pipeline_root):
     run_dir = outputs['model_run'][0].uri
     assert glob.glob(os.path.join(run_dir, '**', 'events.out.tfevents.*'), recursive=True)
     serving = tf.saved_model.load(os.path.join(outputs['model'][0].uri, 'Format-Serving'))
-    prediction = serving.signatures['serving_default'](examples=tf.constant(raw))['prediction']
+    prediction = serving.signatures['evaluate'](examples=tf.constant(raw))['prediction']
     assert prediction.shape == (len(raw), CONFIG.image_size, CONFIG.image_size, 2), trainer
+
+
+# Runs in a fresh interpreter with nothing but TensorFlow: what a serving user has.
+_SERVE_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+model_dir, requests, out_dir = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+serve = tf.saved_model.load(model_dir).signatures['serving_default']
+for i, request in enumerate(requests):
+  image = open(request['path'], 'rb').read()
+  out = serve(images=tf.constant([image]), boxes=tf.constant([request['boxes']], tf.float32,
+                                                             shape=[1, len(request['boxes']), 4]))
+  open(f'{out_dir}/{i}.png', 'wb').write(out['colorized'].numpy()[0])
+try:
+  serve(images=tf.constant([b'not an image at all']), boxes=tf.zeros([1, 0, 4]))
+  print('NO ERROR')
+except tf.errors.InvalidArgumentError as e:
+  print('INVALID ARGUMENT:', str(e).splitlines()[-1] if 'images[0]' not in str(e) else 'images[0]')
+"""
+
+
+def _pushed_model_dirs(pipeline_root):
+  return sorted(glob.glob(os.path.join(pipeline_root, 'serving', '*', 'saved_model.pb')))
+
+
+def test_pushed_model_serves_any_image_in_a_fresh_process(pipeline_root, tmp_path):
+  import io
+  import json
+  import subprocess
+  import sys
+
+  from PIL import Image
+
+  from tests.conftest import sample_image
+  from trainer import color
+
+  pushed = _pushed_model_dirs(pipeline_root)
+  assert len(pushed) == 1
+  inputs = {
+      'odd.jpg': sample_image('motorcycle_left').crop((13, 7, 314, 224)),  # 301 x 217
+      'odd.png': sample_image('chelsea').crop((0, 0, 255, 151)),
+      'gray.jpg': sample_image('coffee').convert('L').resize((123, 77)),
+  }
+  requests = []
+  for name, image in inputs.items():
+    path = str(tmp_path / name)
+    image.save(path)
+    requests.append({'path': path, 'boxes': []})
+    requests.append({'path': path, 'boxes': [[0.1, 0.2, 0.8, 0.7], [-0.5, 0.0, 0.5, 2.0],
+                                             [0.0, 0.0, 0.0, 0.0], [0.3, 0.3, 0.4, 0.4]]})
+  out_dir = tmp_path / 'out'
+  out_dir.mkdir()
+  result = subprocess.run(
+      [sys.executable, '-c', _SERVE_SCRIPT, os.path.dirname(pushed[0]), json.dumps(requests),
+       str(out_dir)], capture_output=True, text=True, timeout=600,
+      env={**os.environ, 'PYTHONPATH': ''}, cwd=str(tmp_path))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'INVALID ARGUMENT: images[0]' in result.stdout, result.stdout
+  for i, request in enumerate(requests):
+    source = Image.open(request['path']).convert('RGB')
+    output = Image.open(io.BytesIO((out_dir / f'{i}.png').read_bytes()))
+    assert output.size == source.size and output.mode == 'RGB'
+    l_in = color.lightness(np.asarray(source, np.float32) / 255).numpy()
+    l_out = color.lightness(np.asarray(output, np.float32) / 255).numpy()
+    assert np.abs(l_in - l_out).mean() < 0.6, request  # L units of 100; rounding + gamut clip
+
+
+def test_impossible_threshold_blocks_the_push(pipeline_root):
+  before = _pushed_model_dirs(pipeline_root)
+  run_pipeline(pipeline_root, config=CONFIG.replace(psnr_lower_bound=1000.0))
+  store = metadata.open_store(pipeline_root)
+  blessing = metadata.latest_outputs(store, 'Evaluator')['blessing'][0]
+  assert blessing.custom_properties['blessed'].int_value == 0
+  pushed = metadata.latest_outputs(store, 'Pusher')['pushed_model'][0]
+  assert pushed.custom_properties['pushed'].int_value == 0
+  assert _pushed_model_dirs(pipeline_root) == before
+  # Only the evaluation and the push ran again: everything upstream came from the cache.
+  for node in ('VocExampleGen', 'Transform', 'full_trainer', 'instance_trainer', 'fusion_trainer'):
+    assert metadata.node_executions(store, node)[-1].last_known_state == (
+        metadata_store_pb2.Execution.CACHED), node
+
+
+def test_colorize_cli_with_a_local_hub_detector(pipeline_root, tmp_path, capsys):
+  import pipeline_runner
+
+  class Detector(tf.Module):
+    """TF Object Detection API outputs: one confident box in the middle, one weak one."""
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
+    def __call__(self, images):
+      del images
+      return {'detection_boxes': tf.constant([[[0.2, 0.2, 0.8, 0.8], [0.0, 0.0, 0.3, 0.3]]]),
+              'detection_scores': tf.constant([[0.9, 0.2]]),
+              'detection_classes': tf.constant([[1.0, 18.0]]),
+              'num_detections': tf.constant([2.0])}
+
+  detector_dir = str(tmp_path / 'detector')
+  tf.saved_model.save(Detector(), detector_dir)
+  images = [os.path.join(SAMPLE, 'JPEGImages', f'{n}.jpg') for n in ('rocket', 'chelsea')]
+  out = tmp_path / 'colorized'
+  assert pipeline_runner.main(['colorize', *images, '--model', os.path.join(pipeline_root, 'serving'),
+                               '--detector', detector_dir, '--out', str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert printed.count('(1 boxes from detector)') == 2  # the 0.2-score box is below 0.7
+  assert sorted(os.listdir(out)) == ['chelsea.png', 'rocket.png']
+  boxes_file = tmp_path / 'boxes.json'
+  boxes_file.write_text('{"rocket.jpg": [[0.1, 0.1, 0.9, 0.5]]}')
+  assert pipeline_runner.main(['colorize', images[0], '--model',
+                               os.path.join(pipeline_root, 'serving'), '--boxes', str(boxes_file),
+                               '--out', str(out)]) == 0
+  assert '(1 boxes from boxes file)' in capsys.readouterr().out

@@ -99,6 +99,12 @@ def print_evaluation(store) -> None:
           f"{name} {value.get('doubleValue', float('nan')):.3f}" for name, value in values.items()))
     blessed = evaluator['blessing'][0].custom_properties['blessed'].int_value == 1
     print(f"  {'BLESSED' if blessed else 'NOT blessed'} ({uri})")
+  ablation = metadata.latest_outputs(store, 'AblationGallery')
+  if ablation:
+    uri = ablation['report_dir'][0].uri
+    with open(os.path.join(uri, 'ablation.md')) as f:
+      print(f.read().rstrip())
+    print(f"  gallery: {os.path.join(uri, 'gallery.png')}")
   pusher = metadata.latest_outputs(store, 'Pusher')
   if pusher:
     pushed = pusher['pushed_model'][0]

@@ -7,6 +7,7 @@ from typing import List, Optional
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components.ablation_gallery.component import AblationGallery
 from components.fusion_trainer.component import FusionTrainer
 from components.voc_example_gen.component import VocExampleGen
 from pipeline import configs
@@ -94,8 +95,13 @@ def create_pipeline(config: configs.PipelineConfig, data_root: str, pipeline_roo
           filesystem=tfx.proto.PushDestination.Filesystem(
               base_directory=serving_model_dir or f'{pipeline_root}/serving_model')))
 
+  ablation = AblationGallery(
+      examples=example_gen.outputs['examples'], full_model=full_trainer.outputs['model'],
+      fusion_model=fusion_trainer.outputs['model'], color_space=config.color_space)
+
   components = [example_gen, statistics_gen, schema_gen, example_validator, transform,
-                full_trainer, instance_trainer, fusion_trainer, model_resolver, evaluator, pusher]
+                full_trainer, instance_trainer, fusion_trainer, model_resolver, evaluator, pusher,
+                ablation]
   return tfx.dsl.Pipeline(
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=pipeline_root,

@@ -42,7 +42,7 @@ def test_every_component_completed(pipeline_root):
   store = metadata.open_store(pipeline_root)
   for node in ('VocExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
                'Transform', 'full_trainer', 'instance_trainer', 'fusion_trainer', 'Evaluator',
-               'Pusher'):
+               'Pusher', 'AblationGallery'):
     states = [e.last_known_state for e in metadata.node_executions(store, node)]
     assert states == [metadata_store_pb2.Execution.COMPLETE], node
 
@@ -237,6 +237,25 @@ def test_pushed_model_serves_any_image_in_a_fresh_process(pipeline_root, tmp_pat
     l_in = color.lightness(np.asarray(source, np.float32) / 255).numpy()
     l_out = color.lightness(np.asarray(output, np.float32) / 255).numpy()
     assert np.abs(l_in - l_out).mean() < 0.6, request  # L units of 100; rounding + gamut clip
+
+
+def test_ablation_table_and_gallery(pipeline_root):
+  import json
+
+  from PIL import Image
+
+  store = metadata.open_store(pipeline_root)
+  uri = metadata.latest_outputs(store, 'AblationGallery')['report_dir'][0].uri
+  with open(os.path.join(uri, 'ablation.json')) as f:
+    table = json.load(f)
+  assert table['images'] == 4 and table['split'] == 'val'
+  assert list(table['metrics']) == ['gray baseline', 'full-image net', 'fusion net']
+  for row in table['metrics'].values():
+    assert set(row) == {'PSNR', 'SSIM', 'CF', 'dCF', 'instance PSNR'}
+  assert table['metrics']['gray baseline']['CF'] < 0.5  # ab = 0 has no colour
+  assert '| fusion net |' in open(os.path.join(uri, 'ablation.md')).read()
+  s = CONFIG.image_size
+  assert Image.open(os.path.join(uri, 'gallery.png')).size == (5 * s, 4 * s)
 
 
 def test_impossible_threshold_blocks_the_push(pipeline_root):

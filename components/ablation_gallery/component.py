@@ -1,0 +1,33 @@
+"""AblationGallery: a Python-function component writing ablation.{md,json} and gallery.png."""
+from __future__ import annotations
+
+import os
+
+from tfx import v1 as tfx
+from tfx.types import artifact
+
+from components.ablation_gallery import report
+
+
+class ColorizationReport(artifact.Artifact):
+  """Folder with ablation.md, ablation.json and gallery.png."""
+  TYPE_NAME = 'ColorizationReport'
+
+
+@tfx.dsl.components.component
+def AblationGallery(
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    full_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+    fusion_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+    report_dir: tfx.dsl.components.OutputArtifact[ColorizationReport],
+    color_space: tfx.dsl.components.Parameter[str] = 'lab',
+    split: tfx.dsl.components.Parameter[str] = 'val',
+    gallery_images: tfx.dsl.components.Parameter[int] = 8,
+) -> None:
+  """Gray baseline, full-image net alone and fusion net on the same eval images."""
+  table = report.write_report(
+      examples.uri, os.path.join(full_model.uri, 'Format-Serving'),
+      os.path.join(fusion_model.uri, 'Format-Serving'), report_dir.uri, color_space, split,
+      gallery_images)
+  for variant, row in table.items():
+    report_dir.set_float_custom_property(f"{variant.replace(' ', '_')}_psnr", row['PSNR'])

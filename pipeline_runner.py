@@ -2,6 +2,8 @@
 
   python pipeline_runner.py run [--preset cpu] [--data-dir VOCdevkit/VOC2012] [--pipeline-root DIR]
   python pipeline_runner.py colorize IMAGE... --model DIR [--boxes FILE | --detector HANDLE] --out DIR
+  python pipeline_runner.py compile --image IMAGE --pipeline-root gs://... --data-dir gs://...
+  python pipeline_runner.py lineage [--model latest|ARTIFACT_ID] [--json]
 """
 from __future__ import annotations
 
@@ -142,6 +144,37 @@ def cmd_run(args: argparse.Namespace) -> int:
   return 0
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+  """Kubeflow Pipelines V2 / Vertex AI spec, from the same create_pipeline as a local run."""
+  from tfx import v1 as tfx
+
+  from pipeline import configs
+  from pipeline import pipeline as pipeline_module
+
+  config = configs.get_config(args.preset, **_parse_overrides(args.set))
+  tfx_pipeline = pipeline_module.create_pipeline(
+      config, data_root=args.data_dir, pipeline_root=args.pipeline_root,
+      beam_pipeline_args=list(args.beam_arg),
+      serving_model_dir=args.serving_dir or f'{args.pipeline_root}/serving_model',
+      schema_dir=f'{args.container_root}/schema')
+  runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+      config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=args.image),
+      output_dir=os.path.dirname(os.path.abspath(args.output)),
+      output_filename=os.path.basename(args.output))
+  runner.run(tfx_pipeline, write_out=True)
+  print(f'wrote {args.output} (image {args.image}, pipeline root {args.pipeline_root})')
+  return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+  from pipeline import lineage
+
+  artifact_id = None if args.model == 'latest' else int(args.model)
+  entries = lineage.lineage(os.path.abspath(args.pipeline_root), artifact_id)
+  print(json.dumps(entries, indent=2, default=str) if args.json else lineage.format_chain(entries))
+  return 0
+
+
 def cmd_colorize(args: argparse.Namespace) -> int:
   from pipeline import colorize
 
@@ -177,6 +210,32 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument('--serving-dir', default=None,
                    help='Pusher destination (default: <pipeline root>/serving_model)')
   run.set_defaults(func=cmd_run)
+
+  compile_ = commands.add_parser(
+      'compile', help='compile for Kubeflow Pipelines V2 / Vertex AI (no cluster needed)')
+  compile_.add_argument('--image', required=True,
+                        help='container image with this project installed (see Dockerfile)')
+  compile_.add_argument('--pipeline-root', required=True, help='e.g. gs://bucket/instcolor')
+  compile_.add_argument('--data-dir', required=True,
+                        help='VOCdevkit year folder as seen by the pipeline, e.g. gs://bucket/VOC2012')
+  compile_.add_argument('--output', default='pipeline.json')
+  compile_.add_argument('--preset', default=configs.DEFAULT_PRESET, choices=sorted(configs.PRESETS))
+  compile_.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
+  compile_.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
+                        help='Beam option for every Beam component, e.g. '
+                             '--beam-arg=--runner=DataflowRunner (repeatable)')
+  compile_.add_argument('--serving-dir', default=None,
+                        help='Pusher destination (default: <pipeline root>/serving_model)')
+  compile_.add_argument('--container-root', default='/instcolor',
+                        help='where the project lives inside the image (default: %(default)s)')
+  compile_.set_defaults(func=cmd_compile)
+
+  trace = commands.add_parser('lineage', help='trace a pushed model back to its data (MLMD)')
+  trace.add_argument('--pipeline-root', default=DEFAULT_PIPELINE_ROOT)
+  trace.add_argument('--model', default='latest',
+                     help="'latest' pushed model, or an artifact id (default: %(default)s)")
+  trace.add_argument('--json', action='store_true', help='machine-readable output')
+  trace.set_defaults(func=cmd_lineage)
 
   paint = commands.add_parser('colorize', help='colorize images with a pushed model')
   paint.add_argument('images', nargs='+', metavar='IMAGE')

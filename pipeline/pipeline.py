@@ -46,11 +46,14 @@ def create_pipeline(config: configs.PipelineConfig, data_root: str, pipeline_roo
                     metadata_connection_config=None,
                     beam_pipeline_args: Optional[List[str]] = None,
                     enable_cache: bool = True,
-                    serving_model_dir: Optional[str] = None) -> tfx.dsl.Pipeline:
+                    serving_model_dir: Optional[str] = None,
+                    schema_dir: str = configs.SCHEMA_DIR) -> tfx.dsl.Pipeline:
+  """The instcolor pipeline. `schema_dir` is where schema.pbtxt is when the pipeline runs
+  (inside the container image for Kubeflow / Vertex)."""
   example_gen = VocExampleGen(data_root=data_root, split_mode=config.split_mode,
                               ingest_options=config.ingest_options())
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
-  schema_gen = tfx.components.ImportSchemaGen(schema_file=f'{configs.SCHEMA_DIR}/schema.pbtxt')
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=f'{schema_dir}/schema.pbtxt')
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
   transform = tfx.components.Transform(

@@ -258,6 +258,59 @@ def test_ablation_table_and_gallery(pipeline_root):
   assert Image.open(os.path.join(uri, 'gallery.png')).size == (5 * s, 4 * s)
 
 
+NODES = ('VocExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator', 'Transform',
+         'full_trainer', 'instance_trainer', 'fusion_trainer', 'Evaluator', 'Pusher',
+         'AblationGallery')
+
+
+def test_second_run_reuses_every_component(pipeline_root):
+  run_pipeline(pipeline_root)
+  store = metadata.open_store(pipeline_root)
+  for node in NODES:
+    states = [e.last_known_state for e in metadata.node_executions(store, node)]
+    assert states == [metadata_store_pb2.Execution.COMPLETE,
+                      metadata_store_pb2.Execution.CACHED], node
+
+
+def test_failed_fusion_stage_resumes_from_cached_upstream(pipeline_root):
+  # A fusion point that does not exist makes stage 3 fail at run time, after stages 1-2 are done.
+  with pytest.raises(Exception, match='conv99'):
+    run_pipeline(pipeline_root, config=CONFIG.replace(fusion_points=('conv1_2', 'conv99')))
+  store = metadata.open_store(pipeline_root)
+  assert metadata.node_executions(store, 'fusion_trainer')[-1].last_known_state == (
+      metadata_store_pb2.Execution.FAILED)
+  runs_before = {n: len(metadata.node_executions(store, n)) for n in NODES}
+  run_pipeline(pipeline_root, config=CONFIG.replace(fusion_points=('conv1_2', 'conv10_2')))
+  for node in ('VocExampleGen', 'Transform', 'full_trainer', 'instance_trainer'):
+    executions = metadata.node_executions(store, node)
+    assert len(executions) == runs_before[node] + 1
+    assert executions[-1].last_known_state == metadata_store_pb2.Execution.CACHED, node
+  for node in ('fusion_trainer', 'Evaluator', 'Pusher', 'AblationGallery'):
+    assert metadata.node_executions(store, node)[-1].last_known_state == (
+        metadata_store_pb2.Execution.COMPLETE), node
+
+
+def test_lineage_names_every_stage_in_order(pipeline_root, capsys):
+  import json
+
+  import pipeline_runner
+
+  assert pipeline_runner.main(['lineage', '--pipeline-root', pipeline_root, '--json']) == 0
+  chain = json.loads(capsys.readouterr().out)
+  assert [entry['stage'] for entry in chain] == [
+      'pushed model', 'Pusher', 'Evaluator', 'fusion_trainer', 'instance_trainer', 'full_trainer',
+      'Transform', 'VocExampleGen', 'input data']
+  assert chain[0]['pushed'] == 1
+  evaluator = chain[2]
+  assert {'psnr', 'ssim', 'instance_psnr'} <= set(evaluator['metrics'])
+  assert any(a['key'] == 'blessing' and a['blessed'] == 1 for a in evaluator['outputs'])
+  fusion = chain[3]
+  keys = {a['key']: a['id'] for a in fusion['inputs']}
+  assert keys['base_model'] == next(a['id'] for a in chain[4]['outputs'] if a['key'] == 'model')
+  assert keys['full_model'] == next(a['id'] for a in chain[5]['outputs'] if a['key'] == 'model')
+  assert chain[-1]['input_base'] == SAMPLE and 'JPEGImages' in chain[-1]['input_fingerprint']
+
+
 def test_impossible_threshold_blocks_the_push(pipeline_root):
   before = _pushed_model_dirs(pipeline_root)
   run_pipeline(pipeline_root, config=CONFIG.replace(psnr_lower_bound=1000.0))

@@ -1,5 +1,7 @@
-"""AblationGallery: a Python-function component writing ablation.{md,json} and gallery.png."""
-from __future__ import annotations
+"""AblationGallery: a Python-function component writing ablation.{md,json} and gallery.png.
+
+No `from __future__ import annotations` here: the @component parser reads real annotations.
+"""
 
 import os
 
@@ -11,7 +13,7 @@ from components.ablation_gallery import report
 
 class ColorizationReport(artifact.Artifact):
   """Folder with ablation.md, ablation.json and gallery.png."""
-  TYPE_NAME = 'ColorizationReport'
+  TYPE_NAME = 'instcolor.ColorizationReport'  # KFP V2 wants '<namespace>.<Name>'
 
 
 @tfx.dsl.components.component

@@ -17,9 +17,11 @@ def split_configs(data_root: str, split_mode: str = 'auto',
                   hash_buckets: Sequence[Tuple[str, int]] = (('train', 9), ('val', 1))):
   """Input/output configs: ImageSets/Main/{train,val}.txt when present, else a hash split on the id.
 
-  `split_mode` is 'lists', 'hash' or 'auto' (lists when train.txt and val.txt exist; remote roots
-  such as gs:// should say which, since the check reads the folder).
+  `split_mode` is 'lists', 'hash' or 'auto' (lists when train.txt and val.txt exist; for remote
+  roots such as gs:// 'auto' means 'lists', since compiling must not need to read the bucket).
   """
+  if split_mode == 'auto' and '://' in data_root:
+    split_mode = 'lists'  # not checked: compiling for a remote root must not need to reach it
   if split_mode == 'auto':
     have_lists = all(os.path.exists(os.path.join(data_root, LIST_DIR, f'{s}.txt'))
                      for s in ('train', 'val'))

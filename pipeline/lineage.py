@@ -1,0 +1,148 @@
+"""Lineage of a pushed model, read from ML Metadata events (no file-system guessing).
+
+pushed model <- Pusher <- Evaluator (metrics, blessing) <- fusion Trainer <- instance Trainer <-
+full Trainer <- Transform <- ExampleGen <- input folder (and its fingerprint).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline import metadata
+
+_INPUT = metadata_store_pb2.Event.INPUT
+_OUTPUTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_STATE = metadata_store_pb2.Execution.State.Name
+
+# How to step from one execution to the next one up the chain: (input channel key, next node).
+_CHAIN = (
+    ('Pusher', 'model_blessing'),            # the blessing leads to the Evaluator
+    ('Evaluator', 'model'),                  # the evaluated model leads to the fusion Trainer
+    ('fusion_trainer', 'base_model'),        # the instance model
+    ('instance_trainer', 'base_model'),      # the full model
+    ('full_trainer', 'examples'),            # transformed examples -> Transform
+    ('Transform', 'examples'),               # raw examples -> ExampleGen
+    ('VocExampleGen', None),
+)
+
+
+def _value(value: metadata_store_pb2.Value) -> Any:
+  kind = value.WhichOneof('value')
+  return getattr(value, kind) if kind else None
+
+
+def _artifact(artifact: metadata_store_pb2.Artifact, key: str) -> Dict[str, Any]:
+  return {'key': key, 'id': artifact.id, 'uri': artifact.uri,
+          **{k: _value(v) for k, v in artifact.custom_properties.items()
+             if k in ('pushed', 'pushed_destination', 'blessed', 'ingest_kept', 'ingest_rejected',
+                      'input_fingerprint', 'span')}}
+
+
+class Lineage:
+
+  def __init__(self, store: metadata_store.MetadataStore):
+    self.store = store
+
+  def _producer(self, artifact_id: int) -> Optional[metadata_store_pb2.Execution]:
+    events = [e for e in self.store.get_events_by_artifact_ids([artifact_id]) if e.type in _OUTPUTS]
+    if not events:
+      return None
+    return self.store.get_executions_by_id([events[-1].execution_id])[0]
+
+  def _io(self, execution_id: int):
+    inputs, outputs = {}, {}
+    events = self.store.get_events_by_execution_ids([execution_id])
+    artifacts = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
+    for event in events:
+      target = inputs if event.type == _INPUT else outputs
+      target.setdefault(event.path.steps[0].key, []).append(artifacts[event.artifact_id])
+    return inputs, outputs
+
+  def _node_id(self, execution: metadata_store_pb2.Execution) -> str:
+    """The component id, from the execution's `node` context (named '<pipeline>.<node id>')."""
+    node_type = self.store.get_context_type('node')
+    for context in self.store.get_contexts_by_execution(execution.id):
+      if context.type_id == node_type.id:
+        return context.name.split('.', 1)[-1]
+    return '?'
+
+  def latest_pushed_model(self) -> metadata_store_pb2.Artifact:
+    pushed = [a for a in self.store.get_artifacts_by_type('PushedModel')
+              if a.custom_properties['pushed'].int_value == 1]
+    if not pushed:
+      raise LookupError('no pushed model in this pipeline root yet (nothing was blessed)')
+    return max(pushed, key=lambda a: a.id)
+
+  def chain(self, artifact_id: Optional[int] = None) -> List[Dict[str, Any]]:
+    start = (self.latest_pushed_model() if artifact_id is None
+             else self.store.get_artifacts_by_id([artifact_id])[0])
+    entries: List[Dict[str, Any]] = [{'stage': 'pushed model', **_artifact(start, 'pushed_model')}]
+    execution = self._producer(start.id)
+    for expected, next_key in _CHAIN:
+      if execution is None:
+        break
+      node = self._node_id(execution)
+      inputs, outputs = self._io(execution.id)
+      entry = {
+          'stage': node, 'execution_id': execution.id,
+          'state': _STATE(execution.last_known_state),
+          'inputs': [_artifact(a, k) for k, arts in inputs.items() for a in arts],
+          'outputs': [_artifact(a, k) for k, arts in outputs.items() for a in arts],
+      }
+      if node != expected:
+        entry['note'] = f'expected {expected} here'
+      if node == 'Evaluator':
+        entry['metrics'] = self._metrics(outputs)
+      if node == 'VocExampleGen':
+        props = {k: _value(v) for k, v in execution.custom_properties.items()}
+        props.update({k: _value(v) for k, v in execution.properties.items()})
+        entries.append(entry)
+        entries.append({'stage': 'input data', 'input_base': props.get('input_base'),
+                        'input_fingerprint': props.get('input_fingerprint')})
+        break
+      entries.append(entry)
+      upstream = inputs.get(next_key) if next_key else None
+      execution = self._producer(upstream[0].id) if upstream else None
+    return entries
+
+  @staticmethod
+  def _metrics(outputs) -> Dict[str, float]:
+    import tensorflow_model_analysis as tfma
+    evaluation = outputs.get('evaluation')
+    if not evaluation:
+      return {}
+    result = {}
+    for _, slices in tfma.load_eval_result(evaluation[0].uri).slicing_metrics:
+      for name, value in slices.get('', {}).get('', {}).items():
+        if 'doubleValue' in value:
+          result[name] = value['doubleValue']
+    return result
+
+
+def format_chain(entries: List[Dict[str, Any]]) -> str:
+  lines = []
+  for i, entry in enumerate(entries):
+    arrow = '   ' if i == 0 else '<- '
+    if entry['stage'] == 'pushed model':
+      lines.append(f"pushed model #{entry['id']}: {entry.get('pushed_destination') or entry['uri']}")
+      continue
+    if entry['stage'] == 'input data':
+      fingerprint = (entry['input_fingerprint'] or '').replace('\n', '\n                 ')
+      lines.append(f"{arrow}input {entry['input_base']}\n     fingerprint {fingerprint}")
+      continue
+    lines.append(f"{arrow}{entry['stage']} (execution #{entry['execution_id']}, {entry['state']})")
+    for artifact in entry['inputs']:
+      lines.append(f"     in  {artifact['key']} #{artifact['id']} {artifact['uri']}")
+    for artifact in entry['outputs']:
+      extra = ' blessed' if artifact.get('blessed') == 1 else (
+          ' NOT blessed' if artifact.get('blessed') == 0 else '')
+      lines.append(f"     out {artifact['key']} #{artifact['id']} {artifact['uri']}{extra}")
+    if entry.get('metrics'):
+      lines.append('     metrics ' + ', '.join(f'{k} {v:.3f}' for k, v in entry['metrics'].items()))
+  return '\n'.join(lines)
+
+
+def lineage(pipeline_root: str, artifact_id: Optional[int] = None) -> List[Dict[str, Any]]:
+  return Lineage(metadata.open_store(pipeline_root)).chain(artifact_id)

@@ -35,96 +35,15 @@ def _parse_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
   return overrides
 
 
-def _human_bytes(size: float) -> str:
-  for unit in ('B', 'KB', 'MB', 'GB'):
-    if size < 1024 or unit == 'GB':
-      return f'{size:.1f} {unit}'
-    size /= 1024
-  return f'{size:.1f} GB'
-
-
-def print_summary(pipeline_root: str) -> None:
-  """ExampleGen's ingest accounting and where Transform wrote what, from this run's MLMD."""
-  import tensorflow as tf
-
-  from components.voc_example_gen import executor as voc_executor
-  from pipeline import metadata
-
-  store = metadata.open_store(pipeline_root)
-  examples = metadata.latest_outputs(store, 'VocExampleGen')
-  if examples:
-    uri = examples['examples'][0].uri
-    report = voc_executor.read_report(uri)
-    print(voc_executor.format_summary(report))
-    print(f'  examples: {uri}\n  report:   {os.path.join(uri, voc_executor.REPORT_FILE)}')
-  transform = metadata.latest_outputs(store, 'Transform')
-  if transform and examples:
-    uri = transform['transformed_examples'][0].uri
-    print(f'Transform: {uri}')
-    for split, counts in report['splits'].items():
-      files = tf.io.gfile.glob(os.path.join(uri, f'Split-{split}', '*'))
-      size = sum(tf.io.gfile.stat(f).length for f in files)
-      per_example = size / counts['kept'] if counts['kept'] else 0
-      print(f'  {split:>6}: {counts["kept"]} examples, {_human_bytes(size)} '
-            f'({_human_bytes(per_example)} per example, gzip TFRecord)')
-    print(f"  transform graph: {transform['transform_graph'][0].uri}")
-  for trainer in ('full_trainer', 'instance_trainer', 'fusion_trainer'):
-    outputs = metadata.latest_outputs(store, trainer)
-    if not outputs:
-      continue
-    model_uri = outputs['model'][0].uri
-    history_path = os.path.join(model_uri, 'weights', 'history.json')
-    losses = ''
-    if tf.io.gfile.exists(history_path):
-      with tf.io.gfile.GFile(history_path) as f:
-        history = json.load(f)
-      losses = ', '.join(f'{k} {v[-1]:.4f}' for k, v in history.items())
-    print(f'{trainer}: {model_uri}  ({losses})\n'
-          f'  serving model: {os.path.join(model_uri, "Format-Serving")}\n'
-          f'  weights:       {os.path.join(model_uri, "weights")}\n'
-          f'  TensorBoard:   {outputs["model_run"][0].uri}')
-  print_evaluation(store)
-
-
-def print_evaluation(store) -> None:
-  """The Evaluator's metrics and blessing, and where Pusher put the model (if it did)."""
-  import tensorflow_model_analysis as tfma
-
-  from pipeline import metadata
-
-  evaluator = metadata.latest_outputs(store, 'Evaluator')
-  if evaluator:
-    uri = evaluator['evaluation'][0].uri
-    for _, slices in tfma.load_eval_result(uri).slicing_metrics:
-      values = slices[''][''] if '' in slices else {}
-      print('Evaluator (val split): ' + ', '.join(
-          f"{name} {value.get('doubleValue', float('nan')):.3f}" for name, value in values.items()))
-    blessed = evaluator['blessing'][0].custom_properties['blessed'].int_value == 1
-    print(f"  {'BLESSED' if blessed else 'NOT blessed'} ({uri})")
-  ablation = metadata.latest_outputs(store, 'AblationGallery')
-  if ablation:
-    uri = ablation['report_dir'][0].uri
-    with open(os.path.join(uri, 'ablation.md')) as f:
-      print(f.read().rstrip())
-    print(f"  gallery: {os.path.join(uri, 'gallery.png')}")
-  pusher = metadata.latest_outputs(store, 'Pusher')
-  if pusher:
-    pushed = pusher['pushed_model'][0]
-    if pushed.custom_properties['pushed'].int_value == 1:
-      print(f"Pusher: serving model at {pushed.custom_properties['pushed_destination'].string_value}")
-    else:
-      print('Pusher: not pushed (the model was not blessed)')
-
-
 def cmd_run(args: argparse.Namespace) -> int:
   from absl import logging
   from tfx import v1 as tfx
 
-  from pipeline import configs, metadata
+  from pipeline import configs, metadata, summary
   from pipeline import pipeline as pipeline_module
 
   config = configs.get_config(args.preset, **_parse_overrides(args.set))
-  data_root = os.path.abspath(args.data_dir)
+  data_root = args.data_dir if '://' in args.data_dir else os.path.abspath(args.data_dir)
   if not os.path.isdir(os.path.join(data_root, 'JPEGImages')) and '://' not in data_root:
     print(f'error: {data_root} has no JPEGImages/ folder; point --data-dir at a VOCdevkit year '
           'folder such as VOCdevkit/VOC2012', file=sys.stderr)
@@ -140,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
       beam_pipeline_args=configs.default_beam_args(tuple(args.beam_arg)),
       enable_cache=not args.no_cache, serving_model_dir=args.serving_dir)
   tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
-  print_summary(pipeline_root)
+  summary.print_summary(pipeline_root)
   return 0
 
 
@@ -254,7 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
   args = build_parser().parse_args(argv)
-  return args.func(args)
+  try:
+    return args.func(args)
+  except (ValueError, FileNotFoundError, LookupError) as e:  # bad settings or paths: no traceback
+    if os.environ.get('INSTCOLOR_DEBUG'):
+      raise
+    print(f'error: {e}', file=sys.stderr)
+    return 2
 
 
 if __name__ == '__main__':

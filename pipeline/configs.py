@@ -98,6 +98,10 @@ DEFAULT_PRESET = 'cpu'
 def get_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> PipelineConfig:
   if preset not in PRESETS:
     raise ValueError(f'unknown preset {preset!r}; choose one of {sorted(PRESETS)}')
+  unknown = set(overrides) - {f.name for f in dataclasses.fields(PipelineConfig)}
+  if unknown:
+    raise ValueError(f'unknown config fields {sorted(unknown)}; PipelineConfig has '
+                     f'{[f.name for f in dataclasses.fields(PipelineConfig)]}')
   return PRESETS[preset].replace(**overrides) if overrides else PRESETS[preset]
 
 

@@ -82,29 +82,38 @@ class _ColourMetric(keras.metrics.Metric):
     return {**super().get_config(), 'color_space': self.color_space}
 
 
-class PSNR(_ColourMetric):
+class _PerImageMean(_ColourMetric):
+  """Mean over images of a per-image value."""
+
+  def per_image(self, truth, prediction) -> tf.Tensor:
+    raise NotImplementedError
+
+  def sums(self, truth, prediction, region):
+    values = self.per_image(truth, prediction)
+    return tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32)
+
+
+class PSNR(_PerImageMean):
   """Mean per-image PSNR in RGB on 0..255."""
 
   def __init__(self, name: str = 'psnr', **kwargs):
     super().__init__(name=name, **kwargs)
 
-  def sums(self, truth, prediction, region):
-    values = tf.image.psnr(truth, prediction, max_val=255.0)
-    return tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32)
+  def per_image(self, truth, prediction):
+    return tf.image.psnr(truth, prediction, max_val=255.0)
 
 
-class SSIM(_ColourMetric):
+class SSIM(_PerImageMean):
   """Mean per-image SSIM in RGB on 0..255."""
 
   def __init__(self, name: str = 'ssim', **kwargs):
     super().__init__(name=name, **kwargs)
 
-  def sums(self, truth, prediction, region):
-    values = tf.image.ssim(truth, prediction, max_val=255.0)
-    return tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32)
+  def per_image(self, truth, prediction):
+    return tf.image.ssim(truth, prediction, max_val=255.0)
 
 
-class Colorfulness(_ColourMetric):
+class Colorfulness(_PerImageMean):
   """Mean colourfulness of the predictions (source='prediction') or of the ground truth."""
 
   def __init__(self, name: str = 'colorfulness', source: str = 'prediction', **kwargs):
@@ -113,9 +122,8 @@ class Colorfulness(_ColourMetric):
       raise ValueError(f"source must be 'prediction' or 'label', not {source!r}")
     self.source = source
 
-  def sums(self, truth, prediction, region):
-    values = colorfulness(prediction if self.source == 'prediction' else truth)
-    return tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32)
+  def per_image(self, truth, prediction):
+    return colorfulness(prediction if self.source == 'prediction' else truth)
 
   def get_config(self):
     return {**super().get_config(), 'source': self.source}

@@ -57,6 +57,7 @@ def print_summary(pipeline_root: str) -> None:
           f'  weights:       {weights_dir}\n'
           f'  TensorBoard:   {outputs["model_run"][0].uri}')
   print_evaluation(store)
+  print_cache_report(store)
 
 
 def print_evaluation(store) -> None:
@@ -85,3 +86,25 @@ def print_evaluation(store) -> None:
       print(f"Pusher: serving model at {pushed.custom_properties['pushed_destination'].string_value}")
     else:
       print('Pusher: not pushed (the model was not blessed)')
+
+
+def print_cache_report(store) -> None:
+  """Which components the latest run took from the cache and which it ran."""
+  from ml_metadata.proto import metadata_store_pb2
+
+  cached, ran = [], []
+  for context in store.get_contexts_by_type('node'):
+    executions = store.get_executions_by_context(context.id)
+    if not executions:
+      continue
+    latest = max(executions, key=lambda e: e.id)
+    if store.get_execution_types_by_id([latest.type_id])[0].name.endswith('Resolver'):
+      continue  # resolvers look up artifacts on every run; there is nothing to cache
+    node = context.name.split('.', 1)[-1]
+    if latest.last_known_state == metadata_store_pb2.Execution.CACHED:
+      cached.append(node)
+    else:
+      ran.append(f'{node} ({metadata_store_pb2.Execution.State.Name(latest.last_known_state)})')
+  print(f'cache: {len(cached)} of {len(cached) + len(ran)} components reused'
+        + (f"; ran: {', '.join(ran)}" if ran else ''))
+

@@ -14,7 +14,7 @@ from tfx import v1 as tfx
 from components.voc_example_gen import executor as voc_executor
 from pipeline import configs, metadata
 from pipeline import pipeline as pipeline_module
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, copy_voc
 from trainer import features, model, run_fns
 
 pytestmark = pytest.mark.e2e
@@ -32,9 +32,15 @@ def run_pipeline(pipeline_root: str, data_root: str = SAMPLE, config=CONFIG) -> 
 
 
 @pytest.fixture(scope='module')
-def pipeline_root(tmp_path_factory) -> str:
+def data_root(tmp_path_factory) -> str:
+  """A private copy of the bundled sample, so a test may edit a photo."""
+  return copy_voc(SAMPLE, str(tmp_path_factory.mktemp('data') / 'VOC2007'))
+
+
+@pytest.fixture(scope='module')
+def pipeline_root(tmp_path_factory, data_root) -> str:
   root = str(tmp_path_factory.mktemp('pipeline'))
-  run_pipeline(root)
+  run_pipeline(root, data_root)
   return root
 
 
@@ -263,24 +269,40 @@ NODES = ('VocExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator'
          'AblationGallery')
 
 
-def test_second_run_reuses_every_component(pipeline_root):
-  run_pipeline(pipeline_root)
+def test_second_run_reuses_every_component(pipeline_root, data_root):
+  """Run 2 re-evaluates once, because the Resolver now finds run 1's blessed model as the baseline
+  (a real input change); everything else, and from run 3 on everything, comes from the cache."""
   store = metadata.open_store(pipeline_root)
+  first_model = metadata.latest_outputs(store, 'fusion_trainer')['model'][0].id
+  run_pipeline(pipeline_root, data_root)
   for node in NODES:
     states = [e.last_known_state for e in metadata.node_executions(store, node)]
-    assert states == [metadata_store_pb2.Execution.COMPLETE,
-                      metadata_store_pb2.Execution.CACHED], node
+    expected = (metadata_store_pb2.Execution.COMPLETE if node in ('Evaluator', 'Pusher')
+                else metadata_store_pb2.Execution.CACHED)
+    assert states == [metadata_store_pb2.Execution.COMPLETE, expected], node
+  evaluation = metadata.node_executions(store, 'Evaluator')[-1]
+  baseline = [e.artifact_id for e in store.get_events_by_execution_ids([evaluation.id])
+              if e.type == metadata_store_pb2.Event.INPUT and e.path.steps[0].key == 'baseline_model']
+  assert baseline == [first_model]
+
+  run_pipeline(pipeline_root, data_root)
+  for node in NODES:
+    assert metadata.node_executions(store, node)[-1].last_known_state == (
+        metadata_store_pb2.Execution.CACHED), node
+  assert len(metadata.node_executions(store, 'Evaluator')) == 3
 
 
-def test_failed_fusion_stage_resumes_from_cached_upstream(pipeline_root):
+def test_failed_fusion_stage_resumes_from_cached_upstream(pipeline_root, data_root):
   # A fusion point that does not exist makes stage 3 fail at run time, after stages 1-2 are done.
   with pytest.raises(Exception, match='conv99'):
-    run_pipeline(pipeline_root, config=CONFIG.replace(fusion_points=('conv1_2', 'conv99')))
+    run_pipeline(pipeline_root, data_root,
+                 config=CONFIG.replace(fusion_points=('conv1_2', 'conv99')))
   store = metadata.open_store(pipeline_root)
   assert metadata.node_executions(store, 'fusion_trainer')[-1].last_known_state == (
       metadata_store_pb2.Execution.FAILED)
   runs_before = {n: len(metadata.node_executions(store, n)) for n in NODES}
-  run_pipeline(pipeline_root, config=CONFIG.replace(fusion_points=('conv1_2', 'conv10_2')))
+  run_pipeline(pipeline_root, data_root,
+               config=CONFIG.replace(fusion_points=('conv1_2', 'conv10_2')))
   for node in ('VocExampleGen', 'Transform', 'full_trainer', 'instance_trainer'):
     executions = metadata.node_executions(store, node)
     assert len(executions) == runs_before[node] + 1
@@ -290,7 +312,7 @@ def test_failed_fusion_stage_resumes_from_cached_upstream(pipeline_root):
         metadata_store_pb2.Execution.COMPLETE), node
 
 
-def test_lineage_names_every_stage_in_order(pipeline_root, capsys):
+def test_lineage_names_every_stage_in_order(pipeline_root, data_root, capsys):
   import json
 
   import pipeline_runner
@@ -308,12 +330,12 @@ def test_lineage_names_every_stage_in_order(pipeline_root, capsys):
   keys = {a['key']: a['id'] for a in fusion['inputs']}
   assert keys['base_model'] == next(a['id'] for a in chain[4]['outputs'] if a['key'] == 'model')
   assert keys['full_model'] == next(a['id'] for a in chain[5]['outputs'] if a['key'] == 'model')
-  assert chain[-1]['input_base'] == SAMPLE and 'JPEGImages' in chain[-1]['input_fingerprint']
+  assert chain[-1]['input_base'] == data_root and 'JPEGImages' in chain[-1]['input_fingerprint']
 
 
-def test_impossible_threshold_blocks_the_push(pipeline_root):
+def test_impossible_threshold_blocks_the_push(pipeline_root, data_root):
   before = _pushed_model_dirs(pipeline_root)
-  run_pipeline(pipeline_root, config=CONFIG.replace(psnr_lower_bound=1000.0))
+  run_pipeline(pipeline_root, data_root, config=CONFIG.replace(psnr_lower_bound=1000.0))
   store = metadata.open_store(pipeline_root)
   blessing = metadata.latest_outputs(store, 'Evaluator')['blessing'][0]
   assert blessing.custom_properties['blessed'].int_value == 0
@@ -355,3 +377,18 @@ def test_colorize_cli_with_a_local_hub_detector(pipeline_root, tmp_path, capsys)
                                os.path.join(pipeline_root, 'serving'), '--boxes', str(boxes_file),
                                '--out', str(out)]) == 0
   assert '(1 boxes from boxes file)' in capsys.readouterr().out
+
+
+def test_editing_one_jpeg_reruns_from_example_gen(pipeline_root, data_root):
+  from PIL import Image
+
+  store = metadata.open_store(pipeline_root)
+  runs_before = {n: len(metadata.node_executions(store, n)) for n in NODES}
+  jpeg = os.path.join(data_root, 'JPEGImages', 'rocket.jpg')
+  Image.open(jpeg).transpose(Image.FLIP_LEFT_RIGHT).save(jpeg, quality=90)
+  os.utime(jpeg, (os.path.getatime(jpeg), os.path.getmtime(jpeg) + 5))
+  run_pipeline(pipeline_root, data_root)
+  for node in ('VocExampleGen', 'StatisticsGen', 'Transform', 'full_trainer', 'fusion_trainer'):
+    executions = metadata.node_executions(store, node)
+    assert len(executions) == runs_before[node] + 1
+    assert executions[-1].last_known_state == metadata_store_pb2.Execution.COMPLETE, node

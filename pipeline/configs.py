@@ -65,9 +65,13 @@ class PipelineConfig:
     """A Trainer's custom_config: the net's shape (trainer.model.NetConfig) and the schedule."""
     if stage not in STAGES:
       raise ValueError(f'stage must be one of {STAGES}, not {stage!r}')
-    return {'image_size': self.image_size, 'width': self.width, 'color_space': self.color_space,
-            'max_boxes': self.max_boxes, 'fusion_points': list(self.fusion_points),
-            'schedule': dataclasses.asdict(getattr(self, stage))}
+    trainer_config = {'image_size': self.image_size, 'width': self.width,
+                      'color_space': self.color_space, 'max_boxes': self.max_boxes,
+                      'schedule': dataclasses.asdict(getattr(self, stage))}
+    if stage == 'fusion':
+      # Only stage 3 has fusion points; elsewhere they would only break the cache of stages 1-2.
+      trainer_config['fusion_points'] = list(self.fusion_points)
+    return trainer_config
 
   def ingest_options(self) -> Dict[str, Any]:
     """VocExampleGen's options (components.voc_example_gen.voc.IngestOptions)."""

@@ -97,10 +97,13 @@ class Lineage:
         entry['metrics'] = self._metrics(outputs)
       if node == 'VocExampleGen':
         props = {k: _value(v) for k, v in execution.custom_properties.items()}
-        props.update({k: _value(v) for k, v in execution.properties.items()})
+        # A cached execution does not repeat the fingerprint; the Examples artifact carries it.
+        examples = outputs.get('examples', [])
+        fingerprint = props.get('input_fingerprint') or (
+            _value(examples[0].custom_properties['input_fingerprint']) if examples else None)
         entries.append(entry)
         entries.append({'stage': 'input data', 'input_base': props.get('input_base'),
-                        'input_fingerprint': props.get('input_fingerprint')})
+                        'input_fingerprint': fingerprint})
         break
       entries.append(entry)
       upstream = inputs.get(next_key) if next_key else None

@@ -58,6 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
       metadata_connection_config=metadata.connection_config(pipeline_root),
       beam_pipeline_args=configs.default_beam_args(tuple(args.beam_arg)),
       enable_cache=not args.no_cache, serving_model_dir=args.serving_dir)
+  # TFX's Beam executors parse sys.argv + Beam args with absl; our own flags are already read.
+  sys.argv = sys.argv[:1]
   tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
   summary.print_summary(pipeline_root)
   return 0

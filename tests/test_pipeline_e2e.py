@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -25,10 +27,13 @@ BEAM_ARGS = ['--direct_running_mode=in_memory', '--direct_num_workers=1']
 
 
 def run_pipeline(pipeline_root: str, data_root: str = SAMPLE, config=CONFIG) -> None:
-  tfx.orchestration.LocalDagRunner().run(pipeline_module.create_pipeline(
-      config, data_root=data_root, pipeline_root=pipeline_root,
-      metadata_connection_config=metadata.connection_config(pipeline_root),
-      beam_pipeline_args=BEAM_ARGS, serving_model_dir=os.path.join(pipeline_root, 'serving')))
+  # TFX's Beam executors parse sys.argv + Beam args with absl: pytest's own flags (-v) must not
+  # be in sys.argv then.
+  with mock.patch.object(sys, 'argv', sys.argv[:1]):
+    tfx.orchestration.LocalDagRunner().run(pipeline_module.create_pipeline(
+        config, data_root=data_root, pipeline_root=pipeline_root,
+        metadata_connection_config=metadata.connection_config(pipeline_root),
+        beam_pipeline_args=BEAM_ARGS, serving_model_dir=os.path.join(pipeline_root, 'serving')))
 
 
 @pytest.fixture(scope='module')

@@ -105,6 +105,9 @@ def print_cache_report(store) -> None:
       cached.append(node)
     else:
       ran.append(f'{node} ({metadata_store_pb2.Execution.State.Name(latest.last_known_state)})')
-  print(f'cache: {len(cached)} of {len(cached) + len(ran)} components reused'
-        + (f"; ran: {', '.join(ran)}" if ran else ''))
+  if not cached:
+    print(f'cache: no component reused ({len(ran)} ran)')
+  else:
+    print(f'cache: {len(cached)} of {len(cached) + len(ran)} components reused'
+          + (f"; ran: {', '.join(ran)}" if ran else ''))
 

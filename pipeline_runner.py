@@ -56,9 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
   tfx_pipeline = pipeline_module.create_pipeline(
       config, data_root=data_root, pipeline_root=pipeline_root,
       metadata_connection_config=metadata.connection_config(pipeline_root),
-      beam_pipeline_args=configs.default_beam_args(
-          (() if args.verbose else ('--default_sdk_harness_log_level=WARNING',)) +
-          tuple(args.beam_arg)),
+      beam_pipeline_args=configs.default_beam_args(tuple(args.beam_arg)),
       enable_cache=not args.no_cache, serving_model_dir=args.serving_dir)
   # TFX's Beam executors parse sys.argv + Beam args with absl; our own flags are already read.
   sys.argv = sys.argv[:1]

@@ -110,5 +110,8 @@ def get_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> PipelineConfig
 
 
 def default_beam_args(extra: Tuple[str, ...] = ()) -> list:
-  """DirectRunner on every core; later flags (e.g. --runner=DataflowRunner ...) win."""
-  return ['--direct_running_mode=multi_processing', '--direct_num_workers=0', *extra]
+  """DirectRunner on every core, workers logging warnings only; later flags (e.g.
+  --runner=DataflowRunner, --default_sdk_harness_log_level=INFO) win. Beam args are part of every
+  Beam component's cache key, so these defaults never depend on --verbose."""
+  return ['--direct_running_mode=multi_processing', '--direct_num_workers=0',
+          '--default_sdk_harness_log_level=WARNING', *extra]

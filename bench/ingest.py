@@ -25,7 +25,7 @@ from PIL import Image
 from skimage import color as skcolor
 from tfx import v1 as tfx
 
-from bench.voc_volume import _objects, make_volume_voc
+from bench.voc_volume import make_volume_voc, read_objects
 from components.voc_example_gen.component import VocExampleGen
 from pipeline import configs, metadata
 
@@ -38,7 +38,7 @@ def plain_loop(voc_root: str, image_size: int, max_boxes: int) -> float:
   for image_id in ids:
     photo = Image.open(os.path.join(voc_root, 'JPEGImages', f'{image_id}.jpg')).convert('RGB')
     frames = [photo.resize((image_size, image_size), Image.BILINEAR)]
-    boxes = sorted((b for _, d, b in _objects(os.path.join(voc_root, 'Annotations',
+    boxes = sorted((b for _, d, b in read_objects(os.path.join(voc_root, 'Annotations',
                                                            f'{image_id}.xml')) if d == '0'),
                    key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))[:max_boxes]
     frames += [photo.crop(tuple(int(v) for v in b)).resize((image_size, image_size),

@@ -24,7 +24,8 @@ def source_voc() -> str:
   return SHARED_VOC if os.path.isdir(SHARED_VOC) else configs.SAMPLE_DATA_ROOT
 
 
-def _objects(xml_path):
+def read_objects(xml_path):
+  """(class, difficult, [xmin, ymin, xmax, ymax]) of each <object> in a VOC annotation."""
   root = ET.parse(xml_path).getroot()
   for obj in root.findall('object'):
     box = obj.find('bndbox')
@@ -55,7 +56,7 @@ def make_volume_voc(num_images: int, out_dir: str, seed: int = 0) -> str:
     names.append(name)
     out.save(os.path.join(out_dir, 'JPEGImages', f'{name}.jpg'), quality=90)
     objects = ''
-    for cls, difficult, (bx0, by0, bx1, by1) in _objects(
+    for cls, difficult, (bx0, by0, bx1, by1) in read_objects(
         os.path.join(source, 'Annotations', f'{src}.xml')):
       bx0, bx1 = max(bx0 - x0, 0) * scale, min(bx1 - x0, cw) * scale
       by0, by1 = max(by0 - y0, 0) * scale, min(by1 - y0, ch) * scale

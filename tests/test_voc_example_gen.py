@@ -76,12 +76,6 @@ def test_max_image_pixels_option(sample_voc):
   assert '512x512' in result.detail
 
 
-def test_hash_bucket_is_deterministic():
-  assert voc.hash_bucket('2008_000008', 10) == voc.hash_bucket('2008_000008', 10)
-  buckets = {voc.hash_bucket(f'img{i}', 10) for i in range(200)}
-  assert buckets == set(range(10))
-
-
 def test_read_voc_ptransform_accounts_for_every_input(broken_voc):
   with beam.Pipeline() as pipeline:
     result = pipeline | executor.ReadVoc(broken_voc, 'ImageSets/Main/train.txt', 'train')

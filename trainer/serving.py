@@ -67,7 +67,7 @@ def prepare(image_bytes: tf.Tensor, boxes: tf.Tensor, index: tf.Tensor,
   }
 
 
-def predicted_ab(prediction: tf.Tensor, gray: tf.Tensor, color_space: str) -> tf.Tensor:
+def predicted_ab(prediction: tf.Tensor, color_space: str) -> tf.Tensor:
   """Network output -> ab in Lab units (for RGB nets: the ab of the predicted colours)."""
   if color_space == features.LAB:
     return color.denormalize_ab(prediction)
@@ -111,8 +111,7 @@ class Signatures:
             features.BOX_MASK: tf.TensorSpec([k], tf.float32)}
     prepared = tf.map_fn(lambda e: prepare(e[0], e[1], e[2], c), (images, boxes, indices),
                          fn_output_signature=spec)
-    ab = predicted_ab(self.keras_model(self.model_inputs(prepared)), prepared[features.GRAY],
-                      c.color_space)
+    ab = predicted_ab(self.keras_model(self.model_inputs(prepared)), c.color_space)
     pngs = tf.map_fn(lambda e: recombine(e[0], e[1], e[2]), (images, ab, indices),
                      fn_output_signature=tf.TensorSpec([], tf.string))
     return {'colorized': pngs, 'ab': ab}

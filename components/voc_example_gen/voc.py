@@ -13,7 +13,6 @@ recorded as notes. Policy, in short:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import os
 import posixpath
@@ -96,11 +95,6 @@ class _Box:
   name: str
   difficult: int
   truncated: int
-
-
-def hash_bucket(image_id: str, num_buckets: int) -> int:
-  """Deterministic bucket of an image id (stable across Python processes, unlike hash())."""
-  return int(hashlib.sha256(image_id.encode('utf-8')).hexdigest(), 16) % num_buckets
 
 
 def list_split_ids(input_base: str, split_pattern: str) -> List[str]:

@@ -15,6 +15,7 @@ COPY pyproject.toml README.md pipeline_runner.py ./
 COPY pipeline/ pipeline/
 COPY components/ components/
 COPY trainer/ trainer/
+COPY tools/ tools/
 COPY schema/ schema/
 RUN pip install --no-cache-dir --no-deps -e .
 

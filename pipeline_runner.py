@@ -7,18 +7,21 @@
 """
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-
 import argparse
 import ast
-import json
+import os
+import sys
+import traceback
 from typing import Any, Dict, List, Optional, Sequence
 
+import pipeline  # noqa: F401  (sets the process up for the TFX stack; no TensorFlow import)
+from pipeline import configs
+
 DEFAULT_PIPELINE_ROOT = 'instcolor_output'
+
+
+class UsageError(Exception):
+  """A bad flag or path, reported as one line without a traceback."""
 
 
 def _parse_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
@@ -27,7 +30,7 @@ def _parse_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
   for pair in pairs:
     key, sep, value = pair.partition('=')
     if not sep:
-      raise SystemExit(f'--set expects key=value, got {pair!r}')
+      raise UsageError(f'--set expects key=value, got {pair!r}')
     try:
       overrides[key] = ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -35,44 +38,70 @@ def _parse_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
   return overrides
 
 
+def _config(args: argparse.Namespace) -> configs.PipelineConfig:
+  """The validated config (no TensorFlow import: a bad --set fails in milliseconds)."""
+  return configs.get_config(args.preset, **_parse_overrides(args.set))
+
+
+def _failed_components(pipeline_root: str) -> List[str]:
+  """Components whose latest execution failed, from ML Metadata (empty if there is none yet)."""
+  from ml_metadata.proto import metadata_store_pb2
+
+  from tools import metadata
+  try:
+    store = metadata.open_store(pipeline_root)
+  except FileNotFoundError:
+    return []
+  return [node for node, execution in metadata.latest_executions(store).items()
+          if execution.last_known_state == metadata_store_pb2.Execution.FAILED]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+  config = _config(args)
+  remote = '://' in args.data_dir
+  data_root = args.data_dir if remote else os.path.abspath(args.data_dir)
+  if not remote and not os.path.isdir(os.path.join(data_root, 'JPEGImages')):
+    raise UsageError(f'{data_root} has no JPEGImages/ folder; point --data-dir at a VOCdevkit '
+                     'year folder such as VOCdevkit/VOC2012')
+  pipeline_root = os.path.abspath(args.pipeline_root)
+  os.makedirs(pipeline_root, exist_ok=True)
+
   from absl import logging
   from tfx import v1 as tfx
 
-  from pipeline import configs, metadata, summary
   from pipeline import pipeline as pipeline_module
+  from tools import metadata, summary
 
-  config = configs.get_config(args.preset, **_parse_overrides(args.set))
-  data_root = args.data_dir if '://' in args.data_dir else os.path.abspath(args.data_dir)
-  if not os.path.isdir(os.path.join(data_root, 'JPEGImages')) and '://' not in data_root:
-    print(f'error: {data_root} has no JPEGImages/ folder; point --data-dir at a VOCdevkit year '
-          'folder such as VOCdevkit/VOC2012', file=sys.stderr)
-    return 2
-  pipeline_root = os.path.abspath(args.pipeline_root)
-  os.makedirs(pipeline_root, exist_ok=True)
   logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
   print(f'instcolor: preset {config.preset}, data {data_root}, pipeline root {pipeline_root}',
         flush=True)
   tfx_pipeline = pipeline_module.create_pipeline(
       config, data_root=data_root, pipeline_root=pipeline_root,
       metadata_connection_config=metadata.connection_config(pipeline_root),
-      beam_pipeline_args=configs.default_beam_args(tuple(args.beam_arg)),
+      beam_pipeline_args=configs.default_beam_args(args.beam_arg),
       enable_cache=not args.no_cache, serving_model_dir=args.serving_dir)
   # TFX's Beam executors parse sys.argv + Beam args with absl; our own flags are already read.
   sys.argv = sys.argv[:1]
-  tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
+  try:
+    tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
+  except Exception:  # a failure inside a component: keep its traceback, name the component
+    traceback.print_exc()
+    failed = ', '.join(_failed_components(pipeline_root)) or 'a component'
+    print(f'error: {failed} failed (traceback above). Finished components are kept in '
+          f'{pipeline_root}; the next run reuses them and starts from the failed one.',
+          file=sys.stderr)
+    return 1
   summary.print_summary(pipeline_root)
   return 0
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
   """Kubeflow Pipelines V2 / Vertex AI spec, from the same create_pipeline as a local run."""
+  config = _config(args)
   from tfx import v1 as tfx
 
-  from pipeline import configs
   from pipeline import pipeline as pipeline_module
 
-  config = configs.get_config(args.preset, **_parse_overrides(args.set))
   tfx_pipeline = pipeline_module.create_pipeline(
       config, data_root=args.data_dir, pipeline_root=args.pipeline_root,
       beam_pipeline_args=list(args.beam_arg),
@@ -88,7 +117,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-  from pipeline import lineage
+  import json
+
+  from tools import lineage
 
   artifact_id = None if args.model == 'latest' else int(args.model)
   entries = lineage.lineage(os.path.abspath(args.pipeline_root), artifact_id)
@@ -97,11 +128,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_colorize(args: argparse.Namespace) -> int:
-  from pipeline import colorize
+  from tools import colorize
 
-  if args.boxes and args.detector:
-    print('error: give --boxes or --detector, not both', file=sys.stderr)
-    return 2
   detector = (colorize.HubDetector(args.detector, args.score_threshold, args.max_detections)
               if args.detector else None)
   boxes = colorize.load_boxes_file(args.boxes) if args.boxes else None
@@ -110,43 +138,42 @@ def cmd_colorize(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  from pipeline import configs
+  # Flags shared by `run` and `compile` (one definition each, through parent parsers).
+  config_flags = argparse.ArgumentParser(add_help=False)
+  config_flags.add_argument('--preset', default=configs.DEFAULT_PRESET,
+                            choices=sorted(configs.PRESETS))
+  config_flags.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                            help='override one config field, e.g. --set image_size=128 or '
+                                 '--set full.epochs=5 (repeatable)')
+  pipeline_flags = argparse.ArgumentParser(add_help=False)
+  pipeline_flags.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
+                              help='Beam option for every Beam component, e.g. '
+                                   '--beam-arg=--direct_num_workers=2 (repeatable)')
+  pipeline_flags.add_argument('--serving-dir', default=None,
+                              help='Pusher destination (default: <pipeline root>/serving_model)')
 
   parser = argparse.ArgumentParser(prog='pipeline_runner.py', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest='command', required=True)
-  run = commands.add_parser('run', help='run the pipeline locally with LocalDagRunner')
-  run.add_argument('--preset', default=configs.DEFAULT_PRESET, choices=sorted(configs.PRESETS))
-  run.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                   help='override one config field, e.g. --set image_size=128 (repeatable)')
+  run = commands.add_parser('run', parents=[config_flags, pipeline_flags],
+                            help='run the pipeline locally with LocalDagRunner')
   run.add_argument('--data-dir', default=configs.SAMPLE_DATA_ROOT,
                    help='VOCdevkit year folder (default: the bundled sample)')
   run.add_argument('--pipeline-root', default=DEFAULT_PIPELINE_ROOT,
                    help='outputs and the sqlite MLMD go here (default: ./%(default)s)')
-  run.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
-                   help='extra Beam option for every Beam component, e.g. '
-                        '--beam-arg=--direct_num_workers=2 (repeatable)')
   run.add_argument('--no-cache', action='store_true', help='re-run every component')
   run.add_argument('--verbose', action='store_true', help='TFX/Beam INFO logs')
-  run.add_argument('--serving-dir', default=None,
-                   help='Pusher destination (default: <pipeline root>/serving_model)')
   run.set_defaults(func=cmd_run)
 
   compile_ = commands.add_parser(
-      'compile', help='compile for Kubeflow Pipelines V2 / Vertex AI (no cluster needed)')
+      'compile', parents=[config_flags, pipeline_flags],
+      help='compile for Kubeflow Pipelines V2 / Vertex AI (no cluster needed)')
   compile_.add_argument('--image', required=True,
                         help='container image with this project installed (see Dockerfile)')
   compile_.add_argument('--pipeline-root', required=True, help='e.g. gs://bucket/instcolor')
   compile_.add_argument('--data-dir', required=True,
                         help='VOCdevkit year folder as seen by the pipeline, e.g. gs://bucket/VOC2012')
   compile_.add_argument('--output', default='pipeline.json')
-  compile_.add_argument('--preset', default=configs.DEFAULT_PRESET, choices=sorted(configs.PRESETS))
-  compile_.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
-  compile_.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
-                        help='Beam option for every Beam component, e.g. '
-                             '--beam-arg=--runner=DataflowRunner (repeatable)')
-  compile_.add_argument('--serving-dir', default=None,
-                        help='Pusher destination (default: <pipeline root>/serving_model)')
   compile_.add_argument('--container-root', default='/instcolor',
                         help='where the project lives inside the image (default: %(default)s)')
   compile_.set_defaults(func=cmd_compile)
@@ -163,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
   paint.add_argument('--model', required=True,
                      help='pushed SavedModel folder, or the Pusher destination (newest version)')
   paint.add_argument('--out', required=True, help='folder for the colorized PNGs')
-  paint.add_argument('--boxes', help='JSON {"image": [[ymin, xmin, ymax, xmax], ...]} (normalised)')
-  paint.add_argument('--detector', metavar='HANDLE',
+  boxes = paint.add_mutually_exclusive_group()
+  boxes.add_argument('--boxes', help='JSON {"image": [[ymin, xmin, ymax, xmax], ...]} (normalised)')
+  boxes.add_argument('--detector', metavar='HANDLE',
                      help='tensorflow_hub handle or local SavedModel of a TF Object Detection API '
                           'detector (detection_boxes, detection_scores)')
   paint.add_argument('--score-threshold', type=float, default=0.7)
@@ -177,7 +205,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     return args.func(args)
-  except (ValueError, FileNotFoundError, LookupError) as e:  # bad settings or paths: no traceback
+  except (configs.ConfigError, UsageError, LookupError, FileNotFoundError) as e:
+    # Bad settings, flags or paths, raised before any component runs: one line, no traceback.
+    # (Failures inside a pipeline run keep theirs: see cmd_run.)
     if os.environ.get('INSTCOLOR_DEBUG'):
       raise
     print(f'error: {e}', file=sys.stderr)

@@ -12,7 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import pipeline  # noqa: F401,E402  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import pipeline  # noqa: F401,E402  (sets the process up before TensorFlow loads)
 
 import argparse
 import glob
@@ -26,8 +26,10 @@ from skimage import color as skcolor
 from tfx import v1 as tfx
 
 from bench.voc_volume import make_volume_voc, read_objects
-from components.voc_example_gen.component import VocExampleGen
-from pipeline import configs, metadata
+from pipeline import configs
+from pipeline import pipeline as pipeline_module
+from tools import metadata
+from trainer import names
 
 
 def plain_loop(voc_root: str, image_size: int, max_boxes: int) -> float:
@@ -50,12 +52,10 @@ def plain_loop(voc_root: str, image_size: int, max_boxes: int) -> float:
 
 def pipeline_seconds(voc_root: str, pipeline_root: str, config) -> dict:
   """Runs ExampleGen -> ImportSchemaGen -> Transform; returns each executor's seconds from MLMD."""
-  example_gen = VocExampleGen(data_root=voc_root, ingest_options=config.ingest_options())
-  schema = tfx.components.ImportSchemaGen(schema_file=f'{configs.SCHEMA_DIR}/schema.pbtxt')
-  transform = tfx.components.Transform(
-      examples=example_gen.outputs['examples'], schema=schema.outputs['schema'],
-      preprocessing_fn=configs.PREPROCESSING_FN, custom_config=config.transform_config(),
-      disable_statistics=True)
+  # The pipeline's own component builders, so the bench measures exactly what a run does.
+  example_gen = pipeline_module.example_gen(config, voc_root)
+  schema = pipeline_module.schema_gen(configs.SCHEMA_DIR)
+  transform = pipeline_module.transform(config, example_gen, schema)
   tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
       pipeline_name='instcolor_bench', pipeline_root=pipeline_root,
       components=[example_gen, schema, transform], enable_cache=False,
@@ -63,13 +63,13 @@ def pipeline_seconds(voc_root: str, pipeline_root: str, config) -> dict:
       beam_pipeline_args=configs.default_beam_args()))
   store = metadata.open_store(pipeline_root)
   seconds = {}
-  for node in ('VocExampleGen', 'Transform'):
+  for node in (names.EXAMPLE_GEN, names.TRANSFORM):
     execution = metadata.node_executions(store, node, 'instcolor_bench')[-1]
     seconds[node] = (execution.last_update_time_since_epoch -
                      execution.create_time_since_epoch) / 1000
   seconds['transformed_bytes'] = sum(
       os.path.getsize(f) for f in glob.glob(os.path.join(
-          metadata.latest_outputs(store, 'Transform', 'instcolor_bench')['transformed_examples'][0]
+          metadata.latest_outputs(store, names.TRANSFORM, 'instcolor_bench')['transformed_examples'][0]
           .uri, 'Split-*', '*')))
   return seconds
 
@@ -93,10 +93,10 @@ def main() -> None:
       voc_root = make_volume_voc(count, os.path.join(tmp, 'VOC'))
       loop = plain_loop(voc_root, args.image_size, args.max_boxes)
       seconds = pipeline_seconds(voc_root, os.path.join(tmp, 'pipeline'), config)
-    both = seconds['VocExampleGen'] + seconds['Transform']
+    both = seconds[names.EXAMPLE_GEN] + seconds[names.TRANSFORM]
     runs[count] = (loop, both)
     print(f"{count:5d} images: plain loop {count / loop:6.1f} images/s | ExampleGen "
-          f"{seconds['VocExampleGen']:.1f} s + Transform {seconds['Transform']:.1f} s = "
+          f"{seconds[names.EXAMPLE_GEN]:.1f} s + Transform {seconds[names.TRANSFORM]:.1f} s = "
           f'{count / both:5.1f} images/s | '
           f"{seconds['transformed_bytes'] / count / 1024:.1f} KB per example", flush=True)
   (loop_small, pipe_small), (loop_big, pipe_big) = runs[args.small], runs[args.images]

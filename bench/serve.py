@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import pipeline  # noqa: F401,E402  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import pipeline  # noqa: F401,E402  (sets the process up before TensorFlow loads)
 
 import argparse
 import io
@@ -25,7 +25,8 @@ import tensorflow as tf
 from PIL import Image
 
 from bench.voc_volume import source_voc
-from trainer import features, model, serving
+from trainer import features, model, names, serving
+from trainer.config import PipelineConfig
 
 SIZE = 256
 MAX_BOXES = 8
@@ -41,27 +42,12 @@ def _median_ms(fn, repeats: int) -> float:
   return 1000 * float(np.median(times))
 
 
-def export_serving(fusion: model.FusionNet, config: model.NetConfig, path: str) -> None:
-  """The serving_default signature of trainer/serving.py (no Transform graph needed for it)."""
-  signatures = object.__new__(serving.Signatures)
-  signatures.keras_model, signatures.stage, signatures.config = fusion.model, 'fusion', config
-
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='images'),
-                                tf.TensorSpec([None, None, 4], tf.float32, name='boxes')],
-               autograph=False)
-  def serving_default(images, boxes):
-    return signatures.colorize(images, boxes)
-
-  fusion.model.save(path, save_format='tf', save_traces=False,
-                    signatures={'serving_default': serving_default})
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--width', type=float, default=1.0)
   parser.add_argument('--repeats', type=int, default=20)
   args = parser.parse_args()
-  config = model.NetConfig(image_size=SIZE, width=args.width, max_boxes=MAX_BOXES)
+  config = PipelineConfig(image_size=SIZE, width=args.width, max_boxes=MAX_BOXES).net_config()
   fusion = model.FusionNet(config, model.ColorNet(config, 'full'),
                            model.ColorNet(config, 'instance'))
   photo = Image.open(os.path.join(source_voc(), 'JPEGImages', 'motorcycle_left.jpg'))
@@ -72,7 +58,9 @@ def main() -> None:
                          for i in range(MAX_BOXES)]], tf.float32)
   forward = tf.function(lambda inputs: fusion.model(inputs, training=False), autograph=False)
   with tempfile.TemporaryDirectory() as tmp:
-    export_serving(fusion, config, tmp)
+    # The serving signatures of trainer/serving.py (they need no Transform graph).
+    colorizer = serving.Colorizer(fusion.model, names.FUSION, config)
+    serving.save(colorizer, tmp, colorizer.image_signatures())
     serve = tf.saved_model.load(tmp).signatures['serving_default']
     print(f'fusion net at {SIZE}^2, width {args.width}, K={MAX_BOXES}, {os.cpu_count()} cores, '
           f'median of {args.repeats}', flush=True)

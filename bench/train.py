@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import pipeline  # noqa: F401,E402  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import pipeline  # noqa: F401,E402  (sets the process up before TensorFlow loads)
 
 import argparse
 import tempfile
@@ -25,11 +25,11 @@ import tensorflow as tf
 from bench.voc_volume import make_volume_voc
 from components.voc_example_gen import voc
 from pipeline import configs
-from trainer import data, features, model, preprocessing
+from trainer import data, features, model, names, preprocessing
 
 
 def write_transformed_records(voc_root: str, path: str, config) -> int:
-  options = preprocessing.TransformOptions(**config.transform_config())
+  options = config.transform_options()
   encode = tf.function(lambda jpeg, boxes, difficult: preprocessing.encode_example(
       jpeg, boxes, difficult, options))
   count = 0
@@ -72,18 +72,20 @@ def main() -> None:
   parser.add_argument('--rounds', type=int, default=3)
   args = parser.parse_args()
   config = configs.get_config(args.preset)
-  s, k, space, batch = config.image_size, config.max_boxes, config.color_space, config.full.batch_size
-  spec = features.transformed_feature_spec(k)
+  s, space, batch = config.image_size, config.color_space, config.full.batch_size
+  net_config = config.net_config()
+  spec = features.transformed_feature_spec(config.max_boxes)
   with tempfile.TemporaryDirectory() as tmp:
     voc_root = make_volume_voc(args.images, os.path.join(tmp, 'VOC'))
     records = os.path.join(tmp, 'train.gz')
     count = write_transformed_records(voc_root, records, config)
-    from_records = data.make_dataset([records], spec, data.FULL, s, k, space, batch, training=True)
-    pairs = list(data.make_dataset([records], spec, data.FULL, s, k, space, count,
+    from_records = data.make_dataset([records], spec, names.FULL, net_config, batch,
+                                     training=True)
+    pairs = list(data.make_dataset([records], spec, names.FULL, net_config, count,
                                    training=False))[0]
     in_memory = (tf.data.Dataset.from_tensor_slices((pairs[0], pairs[1])).cache()
                  .shuffle(count).batch(batch).repeat().prefetch(tf.data.AUTOTUNE))
-    net = model.ColorNet(model.NetConfig.from_dict(config.trainer_config('full')), 'full')
+    net = model.ColorNet(net_config, 'full')
     model.compile_for_training(net.model, space, config.full.learning_rate)
     net.model.fit(in_memory, epochs=1, steps_per_epoch=3, verbose=0)  # build the train graph
     print(f'preset {args.preset}: S={s}, width {config.width}, batch {batch}, {count} records '

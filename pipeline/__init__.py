@@ -1,11 +1,2 @@
-"""instcolor pipeline definition. Importing it first sets the process up for the TFX 1.16 stack."""
-import os
-import warnings
-
-# tf_keras (Keras 2) end to end: TFMA 0.47 and TFT 1.16 are built for it. Must precede TF imports.
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-# google-cloud packages warn about Python 3.10 at import, here and in every Beam worker process.
-os.environ.setdefault('PYTHONWARNINGS', 'ignore::FutureWarning')
-warnings.filterwarnings('ignore', category=FutureWarning)
-# TensorFlow's C++ INFO/WARNING lines (no GPU, cost-model notes) drown the progress output.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+"""The instcolor pipeline definition: configs (presets, paths) and create_pipeline."""
+import trainer  # noqa: F401  (sets the process up for the TFX stack before TensorFlow loads)

@@ -1,8 +1,11 @@
-"""create_pipeline: wires the instcolor components; every setting comes from PipelineConfig."""
+"""create_pipeline: wires the instcolor components; every setting comes from PipelineConfig.
+
+The builders below make one component each (the benches reuse them); create_pipeline only wires.
+"""
 from __future__ import annotations
 
 import json
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -11,15 +14,16 @@ from components.ablation_gallery.component import AblationGallery
 from components.fusion_trainer.component import FusionTrainer
 from components.voc_example_gen.component import VocExampleGen
 from pipeline import configs
+from trainer import names
+from trainer.config import PipelineConfig
 
 
-def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
   """Colour metrics (trainer/metrics.py) on the val split; PSNR decides the blessing."""
-  metric_args = json.dumps({'color_space': config.color_space})
 
   def metric(class_name, threshold=None, **extra):
     return tfma.MetricConfig(class_name=class_name, module=configs.METRICS_MODULE,
-                             config=json.dumps({**json.loads(metric_args), **extra}),
+                             config=json.dumps({'color_space': config.color_space, **extra}),
                              threshold=threshold)
 
   psnr_threshold = tfma.MetricThreshold(
@@ -42,7 +46,50 @@ def eval_config(config: configs.PipelineConfig) -> tfma.EvalConfig:
       ])])
 
 
-def create_pipeline(config: configs.PipelineConfig, data_root: str, pipeline_root: str,
+def example_gen(config: PipelineConfig, data_root: str) -> VocExampleGen:
+  return VocExampleGen(data_root=data_root, split_mode=config.split_mode,
+                       ingest_options=config.ingest_options()).with_id(names.EXAMPLE_GEN)
+
+
+def schema_gen(schema_dir: str) -> tfx.components.ImportSchemaGen:
+  return tfx.components.ImportSchemaGen(schema_file=f'{schema_dir}/schema.pbtxt').with_id(
+      names.SCHEMA_GEN)
+
+
+def transform(config: PipelineConfig, examples: VocExampleGen,
+              schema: tfx.components.ImportSchemaGen) -> tfx.components.Transform:
+  return tfx.components.Transform(
+      examples=examples.outputs['examples'],
+      schema=schema.outputs['schema'],
+      preprocessing_fn=configs.PREPROCESSING_FN,
+      custom_config=config.transform_options().to_dict(),
+      # No analyzers need statistics, and they would decode every image twice more.
+      disable_statistics=True).with_id(names.TRANSFORM)
+
+
+def trainers(config: PipelineConfig,
+             transformed: tfx.components.Transform) -> Dict[str, tfx.components.Trainer]:
+  """The three chained Trainers: full -> instance (base_model) -> fusion (base_model, full_model)."""
+
+  def trainer_args(stage):
+    return dict(examples=transformed.outputs['transformed_examples'],
+                transform_graph=transformed.outputs['transform_graph'],
+                run_fn=configs.RUN_FNS[stage],
+                train_args=tfx.proto.TrainArgs(splits=['train']),
+                eval_args=tfx.proto.EvalArgs(splits=['val']),
+                custom_config=config.trainer_options(stage).to_dict())
+
+  full = tfx.components.Trainer(**trainer_args(names.FULL))
+  instance = tfx.components.Trainer(**{names.BASE_MODEL_KEY: full.outputs['model']},
+                                    **trainer_args(names.INSTANCE))
+  fusion = FusionTrainer(**{names.BASE_MODEL_KEY: instance.outputs['model'],
+                            names.FULL_MODEL_KEY: full.outputs['model']},
+                         **trainer_args(names.FUSION))
+  stages = {names.FULL: full, names.INSTANCE: instance, names.FUSION: fusion}
+  return {stage: component.with_id(names.TRAINERS[stage]) for stage, component in stages.items()}
+
+
+def create_pipeline(config: PipelineConfig, data_root: str, pipeline_root: str,
                     metadata_connection_config=None,
                     beam_pipeline_args: Optional[List[str]] = None,
                     enable_cache: bool = True,
@@ -50,61 +97,42 @@ def create_pipeline(config: configs.PipelineConfig, data_root: str, pipeline_roo
                     schema_dir: str = configs.SCHEMA_DIR) -> tfx.dsl.Pipeline:
   """The instcolor pipeline. `schema_dir` is where schema.pbtxt is when the pipeline runs
   (inside the container image for Kubeflow / Vertex)."""
-  example_gen = VocExampleGen(data_root=data_root, split_mode=config.split_mode,
-                              ingest_options=config.ingest_options())
-  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
-  schema_gen = tfx.components.ImportSchemaGen(schema_file=f'{schema_dir}/schema.pbtxt')
-  example_validator = tfx.components.ExampleValidator(
-      statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
-  transform = tfx.components.Transform(
-      examples=example_gen.outputs['examples'],
-      schema=schema_gen.outputs['schema'],
-      preprocessing_fn=configs.PREPROCESSING_FN,
-      custom_config=config.transform_config(),
-      # No analyzers need statistics, and they would decode every image twice more.
-      disable_statistics=True)
-
-  def trainer_args(stage):
-    return dict(examples=transform.outputs['transformed_examples'],
-                transform_graph=transform.outputs['transform_graph'],
-                run_fn=configs.RUN_FNS[stage],
-                train_args=tfx.proto.TrainArgs(splits=['train']),
-                eval_args=tfx.proto.EvalArgs(splits=['val']),
-                custom_config=config.trainer_config(stage))
-
-  full_trainer = tfx.components.Trainer(**trainer_args('full')).with_id('full_trainer')
-  instance_trainer = tfx.components.Trainer(
-      base_model=full_trainer.outputs['model'], **trainer_args('instance')).with_id(
-          'instance_trainer')
-  fusion_trainer = FusionTrainer(
-      base_model=instance_trainer.outputs['model'], full_model=full_trainer.outputs['model'],
-      **trainer_args('fusion')).with_id('fusion_trainer')
+  examples = example_gen(config, data_root)
+  statistics = tfx.components.StatisticsGen(examples=examples.outputs['examples']).with_id(
+      names.STATISTICS_GEN)
+  schema = schema_gen(schema_dir)
+  validator = tfx.components.ExampleValidator(
+      statistics=statistics.outputs['statistics'], schema=schema.outputs['schema']).with_id(
+          names.EXAMPLE_VALIDATOR)
+  transformed = transform(config, examples, schema)
+  stages = trainers(config, transformed)
+  full_model = stages[names.FULL].outputs['model']
+  fusion_model = stages[names.FUSION].outputs['model']
 
   model_resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)).with_id(
-          'latest_blessed_model_resolver')
+          names.RESOLVER)
   evaluator = tfx.components.Evaluator(
-      examples=example_gen.outputs['examples'],
-      model=fusion_trainer.outputs['model'],
+      examples=examples.outputs['examples'],
+      model=fusion_model,
       baseline_model=model_resolver.outputs['model'],
       example_splits=['val'],
-      eval_config=eval_config(config))
+      eval_config=eval_config(config)).with_id(names.EVALUATOR)
   pusher = tfx.components.Pusher(
-      model=fusion_trainer.outputs['model'],
+      model=fusion_model,
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
-              base_directory=serving_model_dir or f'{pipeline_root}/serving_model')))
-
+              base_directory=serving_model_dir or f'{pipeline_root}/serving_model'))).with_id(
+                  names.PUSHER)
   ablation = AblationGallery(
-      examples=example_gen.outputs['examples'], full_model=full_trainer.outputs['model'],
-      fusion_model=fusion_trainer.outputs['model'], color_space=config.color_space)
+      examples=examples.outputs['examples'], full_model=full_model, fusion_model=fusion_model,
+      color_space=config.color_space).with_id(names.ABLATION)
 
-  components = [example_gen, statistics_gen, schema_gen, example_validator, transform,
-                full_trainer, instance_trainer, fusion_trainer, model_resolver, evaluator, pusher,
-                ablation]
+  components = [examples, statistics, schema, validator, transformed, *stages.values(),
+                model_resolver, evaluator, pusher, ablation]
   return tfx.dsl.Pipeline(
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=pipeline_root,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import pipeline  # noqa: F401  (sets the process up before TensorFlow loads)
 
 import io
 import shutil

@@ -6,11 +6,13 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import sample_image
-from trainer import color, features, model
+from trainer import color, features, model, names
+from trainer.config import PipelineConfig
 
 
 def _config(**overrides):
-  return model.NetConfig(**{'image_size': 32, 'width': 0.125, 'max_boxes': 3, **overrides})
+  return PipelineConfig(**{'image_size': 32, 'width': 0.125, 'max_boxes': 3,
+                           **overrides}).net_config()
 
 
 def _gray_batch(size: int, names=('astronaut', 'chelsea')) -> np.ndarray:
@@ -45,12 +47,12 @@ def test_backbone_shapes(color_space, channels, size):
   assert out.shape == (2, size, size, channels)
   assert float(tf.reduce_max(tf.abs(out))) <= 1.0  # tanh head
   _, feats = net(tf.constant(_gray_batch(size)))
-  assert list(feats) == list(model.FUSION_POINTS)
+  assert list(feats) == list(names.FUSION_POINTS)
   assert feats['conv4_3'].shape[1] == size // 8 and feats['conv10_2'].shape[1] == size
 
 
 def test_width_scales_parameters_and_full_width_matches_siggraph17():
-  assert model.ColorNet(model.NetConfig(image_size=64), 'full').model.count_params() > 30e6
+  assert model.ColorNet(_config(image_size=64, width=1.0), 'full').model.count_params() > 30e6
   assert model.ColorNet(_config(), 'full').model.count_params() < 1e6
 
 
@@ -121,12 +123,15 @@ def test_paste_into_frame_places_a_crop_in_its_box():
 
 
 def test_fusion_points_subset_and_validation():
-  config = _config(fusion_points=('conv1_2', 'conv10_2'))
+  config = _config()
   fusion = model.FusionNet(config, model.ColorNet(config, 'full'),
-                           model.ColorNet(config, 'instance'))
+                           model.ColorNet(config, 'instance'), ('conv1_2', 'conv10_2'))
   assert sorted(fusion.fusion_layers) == ['conv10_2', 'conv1_2']
   with pytest.raises(ValueError, match='unknown fusion points'):
     _config(fusion_points=('conv99',))
+  with pytest.raises(ValueError, match='unknown fusion points'):
+    model.FusionNet(config, model.ColorNet(config, 'full'), model.ColorNet(config, 'instance'),
+                    ('conv99',))
   with pytest.raises(ValueError, match='multiple of 8'):
     _config(image_size=36)
 

@@ -13,11 +13,15 @@ import tensorflow_transform as tft
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components.voc_example_gen import executor as voc_executor
-from pipeline import configs, metadata
+from tfx.utils import json_utils, path_utils
+
+from components.voc_example_gen import report as ingest_report
+from pipeline import configs
 from pipeline import pipeline as pipeline_module
 from tests.conftest import SAMPLE, copy_voc
-from trainer import features, model, run_fns
+from tools import metadata
+from trainer import features, model, names
+from trainer.config import ConfigError
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +30,21 @@ CONFIG = configs.get_config('tiny')
 BEAM_ARGS = ['--direct_running_mode=in_memory', '--direct_num_workers=1']
 
 
-def run_pipeline(pipeline_root: str, data_root: str = SAMPLE, config=CONFIG) -> None:
+def run_pipeline(pipeline_root: str, data_root: str = SAMPLE, config=CONFIG,
+                 custom_configs=None) -> None:
+  """Runs the pipeline; `custom_configs` ({node id: dict}) replaces components' custom_config
+  as a hand-edited or stale compiled spec would."""
+  tfx_pipeline = pipeline_module.create_pipeline(
+      config, data_root=data_root, pipeline_root=pipeline_root,
+      metadata_connection_config=metadata.connection_config(pipeline_root),
+      beam_pipeline_args=BEAM_ARGS, serving_model_dir=os.path.join(pipeline_root, 'serving'))
+  for component in tfx_pipeline.components:
+    if component.id in (custom_configs or {}):
+      component.exec_properties['custom_config'] = json_utils.dumps(custom_configs[component.id])
   # TFX's Beam executors parse sys.argv + Beam args with absl: pytest's own flags (-v) must not
   # be in sys.argv then.
   with mock.patch.object(sys, 'argv', sys.argv[:1]):
-    tfx.orchestration.LocalDagRunner().run(pipeline_module.create_pipeline(
-        config, data_root=data_root, pipeline_root=pipeline_root,
-        metadata_connection_config=metadata.connection_config(pipeline_root),
-        beam_pipeline_args=BEAM_ARGS, serving_model_dir=os.path.join(pipeline_root, 'serving')))
+    tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
 
 
 @pytest.fixture(scope='module')
@@ -61,7 +72,7 @@ def test_every_component_completed(pipeline_root):
 def test_ingest_report_accounts_for_the_sample(pipeline_root):
   store = metadata.open_store(pipeline_root)
   examples = metadata.latest_outputs(store, 'VocExampleGen')['examples'][0]
-  report = voc_executor.read_report(examples.uri)
+  report = ingest_report.read_report(examples.uri)
   assert report['splits']['train']['total'] == 8 and report['splits']['val']['total'] == 4
   assert report['kept'] == 12 and report['rejected'] == 0
   assert examples.custom_properties['ingest_kept'].int_value == 12
@@ -87,8 +98,8 @@ def test_transformed_records_decode_to_the_expected_shapes(pipeline_root):
   assert spec == features.transformed_feature_spec(k)
   files = glob.glob(os.path.join(outputs['transformed_examples'][0].uri, 'Split-train', '*.gz'))
   records = tf.data.TFRecordDataset(files, compression_type='GZIP')
-  decoded = [features.decode_example(tf.io.parse_single_example(r, spec), s, k,
-                                     CONFIG.color_space) for r in records]
+  decoded = [features.decode_example(tf.io.parse_single_example(r, spec),
+                                     CONFIG.transform_options()) for r in records]
   assert len(decoded) == 8
   for example in decoded:
     assert example[features.GRAY].shape == (s, s, 1)
@@ -99,7 +110,7 @@ def test_transformed_records_decode_to_the_expected_shapes(pipeline_root):
   assert sum(float(tf.reduce_sum(e[features.BOX_MASK])) for e in decoded) == 4
 
 
-NET_CONFIG = model.NetConfig.from_dict(CONFIG.trainer_config('full'))
+NET_CONFIG = CONFIG.net_config()
 
 
 def _model_uri(store, trainer: str) -> str:
@@ -109,14 +120,14 @@ def _model_uri(store, trainer: str) -> str:
 def _net_weights(model_uri: str, net: str, role: str = 'full'):
   """Weights of one colour net as written by a Trainer, loaded into a freshly built net."""
   color_net = model.ColorNet(NET_CONFIG, role)
-  color_net.model.load_weights(f'{model_uri}/{run_fns.WEIGHTS_DIR}/{net}.h5')
+  color_net.model.load_weights(names.weights_file(model_uri, net))
   return color_net.model.get_weights()
 
 
 def _fusion_weights(model_uri: str, name: str):
   fusion = model.FusionNet(NET_CONFIG, model.ColorNet(NET_CONFIG, 'full'),
-                           model.ColorNet(NET_CONFIG, 'instance'))
-  fusion.model.load_weights(f'{model_uri}/{run_fns.WEIGHTS_DIR}/{name}.h5')
+                           model.ColorNet(NET_CONFIG, 'instance'), CONFIG.fusion_points)
+  fusion.model.load_weights(names.weights_file(model_uri, name))
   return fusion
 
 
@@ -180,7 +191,7 @@ def test_each_stage_logs_tensorboard_and_evaluates_raw_examples(pipeline_root):
     outputs = metadata.latest_outputs(store, trainer)
     run_dir = outputs['model_run'][0].uri
     assert glob.glob(os.path.join(run_dir, '**', 'events.out.tfevents.*'), recursive=True)
-    serving = tf.saved_model.load(os.path.join(outputs['model'][0].uri, 'Format-Serving'))
+    serving = tf.saved_model.load(path_utils.serving_model_path(outputs['model'][0].uri))
     prediction = serving.signatures['evaluate'](examples=tf.constant(raw))['prediction']
     assert prediction.shape == (len(raw), CONFIG.image_size, CONFIG.image_size, 2), trainer
 
@@ -269,9 +280,7 @@ def test_ablation_table_and_gallery(pipeline_root):
   assert Image.open(os.path.join(uri, 'gallery.png')).size == (5 * s, 4 * s)
 
 
-NODES = ('VocExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator', 'Transform',
-         'full_trainer', 'instance_trainer', 'fusion_trainer', 'Evaluator', 'Pusher',
-         'AblationGallery')
+NODES = names.EXECUTED_NODES
 
 
 def test_second_run_reuses_every_component(pipeline_root, data_root):
@@ -293,10 +302,15 @@ def test_second_run_reuses_every_component(pipeline_root, data_root):
 
 
 def test_failed_fusion_stage_resumes_from_cached_upstream(pipeline_root, data_root):
-  # A fusion point that does not exist makes stage 3 fail at run time, after stages 1-2 are done.
+  # The config refuses a fusion point that does not exist; a stale or hand-edited spec can still
+  # carry one, and then stage 3 fails at run time, after stages 1-2 are done.
+  with pytest.raises(ConfigError, match='conv99'):
+    CONFIG.replace(fusion_points=('conv1_2', 'conv99'))
+  config = CONFIG.replace(fusion_points=('conv1_2',))
+  stale = {**config.trainer_options(names.FUSION).to_dict(), 'fusion_points': ['conv1_2', 'conv99']}
   with pytest.raises(Exception, match='conv99'):
-    run_pipeline(pipeline_root, data_root,
-                 config=CONFIG.replace(fusion_points=('conv1_2', 'conv99')))
+    run_pipeline(pipeline_root, data_root, config=config,
+                 custom_configs={names.TRAINERS[names.FUSION]: stale})
   store = metadata.open_store(pipeline_root)
   assert metadata.node_executions(store, 'fusion_trainer')[-1].last_known_state == (
       metadata_store_pb2.Execution.FAILED)

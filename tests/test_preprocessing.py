@@ -12,6 +12,7 @@ from PIL import Image
 from components.voc_example_gen import voc
 from tests.conftest import SAMPLE
 from trainer import color, features, preprocessing
+from trainer.config import ConfigError, PipelineConfig, TransformOptions
 
 S = 64
 
@@ -26,8 +27,11 @@ def _raw(image_id: str):
 
 
 def _decode(encoded, options):
-  return features.decode_example(encoded, options.image_size, options.max_boxes,
-                                 options.color_space)
+  return features.decode_example(encoded, options)
+
+
+def _options(**fields) -> TransformOptions:
+  return PipelineConfig(**fields).transform_options()
 
 
 def _lab_of(rgb_uint8: np.ndarray) -> np.ndarray:
@@ -37,7 +41,7 @@ def _lab_of(rgb_uint8: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize('color_space,channels', [('lab', 2), ('rgb', 3)])
 @pytest.mark.parametrize('size', [32, 64])
 def test_shapes_for_both_colour_spaces(color_space, channels, size):
-  options = preprocessing.TransformOptions(image_size=size, max_boxes=3, color_space=color_space)
+  options = _options(image_size=size, max_boxes=3, color_space=color_space)
   jpeg, boxes, difficult, _ = _raw('motorcycle_left')
   decoded = _decode(preprocessing.encode_example(jpeg, boxes, difficult, options), options)
   assert decoded[features.GRAY].shape == (size, size, 1)
@@ -54,7 +58,7 @@ def test_shapes_for_both_colour_spaces(color_space, channels, size):
 
 @pytest.mark.parametrize('color_space', ['lab', 'rgb'])
 def test_full_frame_is_the_resized_photo(color_space):
-  options = preprocessing.TransformOptions(image_size=S, max_boxes=2, color_space=color_space)
+  options = _options(image_size=S, max_boxes=2, color_space=color_space)
   jpeg, boxes, difficult, _ = _raw('chelsea')
   decoded = _decode(preprocessing.encode_example(jpeg, boxes, difficult, options), options)
   resized = np.asarray(Image.open(io.BytesIO(jpeg)).convert('RGB').resize((S, S), Image.BILINEAR))
@@ -71,7 +75,7 @@ def test_full_frame_is_the_resized_photo(color_space):
 
 def test_instance_crop_equals_crop_of_the_photo():
   """Each crop is the box region of the original photo resized to S x S (compared with PIL)."""
-  options = preprocessing.TransformOptions(image_size=S, max_boxes=4, color_space='rgb')
+  options = _options(image_size=S, max_boxes=4, color_space='rgb')
   jpeg, boxes, difficult, _ = _raw('motorcycle_left')
   decoded = _decode(preprocessing.encode_example(jpeg, boxes, difficult, options), options)
   photo = Image.open(io.BytesIO(jpeg)).convert('RGB')
@@ -100,17 +104,17 @@ def test_box_cap_keeps_the_largest_and_difficult_is_configurable():
   boxes = np.array([[0.1, 0.1, 0.2, 0.2], [0.0, 0.0, 0.9, 0.9], [0.3, 0.3, 0.6, 0.6],
                     [0.5, 0.5, 0.55, 0.55]], np.float32)
   difficult = np.array([0, 0, 1, 0])
-  easy = preprocessing.TransformOptions(image_size=32, max_boxes=2)
+  easy = _options(image_size=32, max_boxes=2)
   out = preprocessing.encode_example(jpeg, boxes, difficult, easy)
   np.testing.assert_allclose(out[features.BOXES], boxes[[1, 0]])
-  with_difficult = preprocessing.TransformOptions(image_size=32, max_boxes=2,
+  with_difficult = _options(image_size=32, max_boxes=2,
                                                   include_difficult=True)
   out = preprocessing.encode_example(jpeg, boxes, difficult, with_difficult)
   np.testing.assert_allclose(out[features.BOXES], boxes[[1, 2]])
 
 
 def test_no_boxes_gives_an_empty_mask():
-  options = preprocessing.TransformOptions(image_size=32, max_boxes=3)
+  options = _options(image_size=32, max_boxes=3)
   jpeg, boxes, difficult, _ = _raw('coffee')
   assert boxes.shape == (0, 4)
   decoded = _decode(preprocessing.encode_example(jpeg, boxes, difficult, options), options)
@@ -126,19 +130,25 @@ def test_preprocessing_fn_on_a_parsed_batch():
           features.RAW_SOURCE_ID: tf.io.FixedLenFeature([1], tf.string),
           features.RAW_DIFFICULT: tf.io.VarLenFeature(tf.int64),
           **{k: tf.io.VarLenFeature(tf.float32) for k in features.RAW_BOX_KEYS}}
+  options = _options(image_size=32, max_boxes=2)
   outputs = preprocessing.preprocessing_fn(tf.io.parse_example(serialized, spec),
-                                           {'image_size': 32, 'max_boxes': 2})
+                                           options.to_dict())
   assert outputs[features.INSTANCES].shape == (3, 2)
   np.testing.assert_array_equal(outputs[features.BOX_MASK], [[1, 0], [0, 0], [1, 1]])
   assert [s.decode() for s in outputs[features.SOURCE_ID].numpy()] == ids
-  decoded = features.decode_batch(outputs, 32, 2, 'lab')
+  decoded = features.decode_batch(outputs, options)
   assert decoded[features.INSTANCE_TARGET].shape == (3, 2, 32, 32, 2)
 
 
 def test_options_validate():
-  with pytest.raises(ValueError):
-    preprocessing.TransformOptions(color_space='hsv')
-  with pytest.raises(ValueError):
-    preprocessing.TransformOptions(max_boxes=0)
-  assert preprocessing.TransformOptions.from_custom_config(
-      {'image_size': 48, 'unrelated': 1}).image_size == 48
+  with pytest.raises(ValueError, match='color_space'):
+    _options(color_space='hsv')
+  with pytest.raises(ValueError, match='max_boxes'):
+    _options(max_boxes=0)
+  values = _options(image_size=48).to_dict()
+  assert TransformOptions.from_dict(values).image_size == 48
+  # A renamed or misspelt key is an error, never a silent fall-back to a default.
+  with pytest.raises(ConfigError, match=r"unknown keys \['unrelated'\]"):
+    TransformOptions.from_dict({**values, 'unrelated': 1})
+  with pytest.raises(ConfigError, match=r"missing keys \['image_size'\]"):
+    TransformOptions.from_dict({k: v for k, v in values.items() if k != 'image_size'})

@@ -15,8 +15,9 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.voc_example_gen import component, driver, executor, voc
+from components.voc_example_gen import component, driver, executor, report as ingest_report, voc
 from tests.conftest import BROKEN_CASES, copy_voc
+from trainer.config import ConfigError, PipelineConfig
 
 
 def _feature(example: tf.train.Example, key: str):
@@ -70,7 +71,7 @@ def test_conversions_and_box_fixes_are_noted(broken_voc):
 
 
 def test_max_image_pixels_option(sample_voc):
-  small_limit = voc.IngestOptions(max_image_pixels=100_000)
+  small_limit = PipelineConfig(max_image_pixels=100_000).ingest_options()
   result = voc.ingest_image(sample_voc, 'astronaut', 'train', small_limit)
   assert (result.status, result.reason) == (voc.REJECTED, voc.IMAGE_TOO_LARGE)
   assert '512x512' in result.detail
@@ -125,7 +126,7 @@ def test_executor_writes_splits_and_report(broken_voc, tmp_path):
   assert sorted(_feature(e, 'image/source_id')[0].decode() for e in train) == kept
   assert len(_read_split(examples.uri, 'val')) == 1
 
-  report = executor.read_report(examples.uri)
+  report = ingest_report.read_report(examples.uri)
   assert report['total'] == len(BROKEN_CASES) + 1
   assert report['kept'] + report['rejected'] == report['total']
   assert report['splits']['train'] == {'total': len(BROKEN_CASES), 'kept': len(kept),
@@ -135,7 +136,7 @@ def test_executor_writes_splits_and_report(broken_voc, tmp_path):
       i: r for i, (s, r) in BROKEN_CASES.items() if s == voc.REJECTED}
   assert examples.get_int_custom_property('ingest_rejected') == report['rejected']
   assert not os.path.exists(os.path.join(examples.uri, 'ingest_records'))
-  summary = executor.format_summary(report)
+  summary = ingest_report.format_summary(report)
   assert f"{report['kept']} kept + {report['rejected']} rejected = {report['total']}" in summary
 
 
@@ -147,10 +148,10 @@ def test_executor_hash_split_without_lists(sample_voc, tmp_path):
       root, hash_buckets=(('train', 1), ('val', 1)))
   assert output_config is not None  # no lists: hash split on image/source_id
   examples = _run_executor(root, str(tmp_path / 'out'), input_config, output_config,
-                           ingest_options={'max_image_pixels': 300_000})
+                           ingest_options=PipelineConfig(max_image_pixels=300_000).ingest_options())
   train = {_feature(e, 'image/source_id')[0].decode() for e in _read_split(examples.uri, 'train')}
   val = {_feature(e, 'image/source_id')[0].decode() for e in _read_split(examples.uri, 'val')}
-  report = executor.read_report(examples.uri)
+  report = ingest_report.read_report(examples.uri)
   # 300k pixels: exactly the photos larger than that are rejected, with the reason.
   sizes = {os.path.splitext(f)[0]: Image.open(os.path.join(root, 'JPEGImages', f)).size
            for f in os.listdir(os.path.join(root, 'JPEGImages'))}
@@ -163,14 +164,26 @@ def test_executor_hash_split_without_lists(sample_voc, tmp_path):
   assert report['kept'] + report['rejected'] == report['total'] == len(sizes)
   # The split is a hash of image/source_id: the same ids land in the same splits every time.
   again = _run_executor(root, str(tmp_path / 'again'), input_config, output_config,
-                        ingest_options={'max_image_pixels': 300_000})
+                        ingest_options=PipelineConfig(max_image_pixels=300_000).ingest_options())
   assert {_feature(e, 'image/source_id')[0].decode()
           for e in _read_split(again.uri, 'train')} == train
 
 
-def test_pack_ingest_options_rejects_unknown_keys():
-  with pytest.raises(ValueError, match='unknown ingest options'):
-    executor.pack_ingest_options({'max_pixels': 1})
+def test_ingest_options_round_trip_and_unknown_keys_are_rejected():
+  from google.protobuf import struct_pb2
+  from tfx.proto import example_gen_pb2
+
+  options = PipelineConfig(max_image_pixels=123_456, jpeg_quality=80).ingest_options()
+  packed = proto_utils.proto_to_json(executor.pack_ingest_options(options))
+  assert executor.ingest_options({standard_component_specs.CUSTOM_CONFIG_KEY: packed}) == options
+  # A renamed key in a hand-edited or stale spec fails instead of falling back to a default.
+  struct = struct_pb2.Struct()
+  struct.update({**options.to_dict(), 'max_pixels': 1})
+  config = example_gen_pb2.CustomConfig()
+  config.custom_config.Pack(struct)
+  with pytest.raises(ConfigError, match=r"unknown keys \['max_pixels'\]"):
+    executor.ingest_options(
+        {standard_component_specs.CUSTOM_CONFIG_KEY: proto_utils.proto_to_json(config)})
 
 
 def test_fingerprint_changes_when_a_jpeg_changes(sample_voc, tmp_path):

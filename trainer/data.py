@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import tensorflow as tf
 
-from trainer import features
-
-FULL, INSTANCE, FUSION = 'full', 'instance', 'fusion'
-STAGES = (FULL, INSTANCE, FUSION)
+from trainer import features, names
+from trainer.config import NetConfig
+from trainer.names import FULL, FUSION, INSTANCE
 
 
 def _records(file_patterns: Sequence[str]) -> tf.data.Dataset:
@@ -42,17 +41,17 @@ def steps_for(count: int, batch_size: int) -> int:
   return max(1, math.ceil(count / batch_size))
 
 
-def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, image_size: int,
-                 max_boxes: int, color_space: str, batch_size: int, training: bool,
-                 seed: int = 0) -> tf.data.Dataset:
+def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, net: NetConfig,
+                 batch_size: int, training: bool, seed: int = 0) -> tf.data.Dataset:
   """(inputs, target) batches for `stage`.
 
   full: gray -> target of whole frames. instance: each real box crop (padding slots dropped) ->
   its target. fusion: {gray, instance_gray, boxes, box_mask} -> target, images with boxes only
   (without boxes the fused net is the full net and the fusion weights get no gradient).
   """
-  if stage not in STAGES:
-    raise ValueError(f'stage must be one of {STAGES}, not {stage!r}')
+  if stage not in names.STAGES:
+    raise ValueError(f'stage must be one of {names.STAGES}, not {stage!r}')
+  k = net.max_boxes
   records = _records(file_patterns)
   if training:
     records = records.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
@@ -61,14 +60,14 @@ def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, i
 
   if stage == FULL:
     def to_pair(f):
-      full = features.decode_full(f, image_size, color_space)
+      full = features.decode_full(f, net)
       return full[features.GRAY], full[features.TARGET]
     items = parsed.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
   elif stage == INSTANCE:
     def to_crops(f):
-      real = tf.boolean_mask(tf.reshape(f[features.INSTANCES], [max_boxes]),
-                             tf.reshape(f[features.BOX_MASK], [max_boxes]) > 0)
-      crops = features.decode_instances(real, image_size, color_space)
+      real = tf.boolean_mask(tf.reshape(f[features.INSTANCES], [k]),
+                             tf.reshape(f[features.BOX_MASK], [k]) > 0)
+      crops = features.decode_instances(real, net)
       return tf.data.Dataset.from_tensor_slices(
           (crops[features.INSTANCE_GRAY], crops[features.INSTANCE_TARGET]))
     items = parsed.interleave(to_crops, num_parallel_calls=tf.data.AUTOTUNE,
@@ -77,7 +76,7 @@ def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, i
       items = items.shuffle(256, seed=seed)
   else:
     def to_fusion(f):
-      decoded = features.decode_example(f, image_size, max_boxes, color_space)
+      decoded = features.decode_example(f, net)
       return ({k: decoded[k] for k in (features.GRAY, features.INSTANCE_GRAY, features.BOXES,
                                         features.BOX_MASK)}, decoded[features.TARGET])
     items = parsed.filter(lambda f: tf.reduce_sum(f[features.BOX_MASK]) > 0).map(

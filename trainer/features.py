@@ -14,7 +14,8 @@ from typing import Dict
 
 import tensorflow as tf
 
-from trainer import color
+from trainer import color, names
+from trainer.config import ImageLayout
 
 # Raw example (TF Object Detection API names, written by VocExampleGen).
 RAW_IMAGE = 'image/encoded'
@@ -36,10 +37,6 @@ TARGET = 'target'
 INSTANCE_GRAY = 'instance_gray'
 INSTANCE_TARGET = 'instance_target'
 
-LAB = 'lab'
-RGB = 'rgb'
-COLOR_SPACES = (LAB, RGB)
-
 
 def transformed_feature_spec(max_boxes: int) -> Dict[str, tf.io.FixedLenFeature]:
   """What tf.Transform infers for preprocessing_fn's outputs (the e2e test checks it is equal)."""
@@ -53,20 +50,21 @@ def transformed_feature_spec(max_boxes: int) -> Dict[str, tf.io.FixedLenFeature]
 
 
 def target_channels(color_space: str) -> int:
-  if color_space not in COLOR_SPACES:
-    raise ValueError(f'color_space must be one of {COLOR_SPACES}, not {color_space!r}')
-  return 2 if color_space == LAB else 3
+  if color_space not in names.COLOR_SPACES:
+    raise ValueError(f'color_space must be one of {names.COLOR_SPACES}, not {color_space!r}')
+  return 2 if color_space == names.LAB else 3
 
 
 def encode_pixels(rgb: tf.Tensor, color_space: str) -> tf.Tensor:
   """sRGB in [0, 1] -> the uint8 pixels stored for `color_space` (Lab8 or sRGB8)."""
   target_channels(color_space)
-  return color.lab_to_lab8(color.rgb_to_lab(rgb)) if color_space == LAB else color.to_uint8(rgb)
+  return (color.lab_to_lab8(color.rgb_to_lab(rgb)) if color_space == names.LAB
+          else color.to_uint8(rgb))
 
 
 def split_pixels(pixels: tf.Tensor, color_space: str):
   """Stored uint8 pixels [..., 3] -> (normalised gray [..., 1], normalised target [..., C])."""
-  if color_space == LAB:
+  if color_space == names.LAB:
     lab = color.lab8_to_lab(pixels)
     return color.normalize_l(lab[..., :1]), color.normalize_ab(lab[..., 1:])
   target_channels(color_space)
@@ -82,44 +80,41 @@ def decode_pngs(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
                                                               tf.uint8))
 
 
-def decode_full(features: Dict[str, tf.Tensor], image_size: int,
-                color_space: str) -> Dict[str, tf.Tensor]:
+def decode_full(features: Dict[str, tf.Tensor], layout: ImageLayout) -> Dict[str, tf.Tensor]:
   """The full frame of one transformed example: {gray [S,S,1], target [S,S,C]}."""
-  pixels = decode_pngs(tf.reshape(features[IMAGE], [1]), image_size)[0]
-  gray, target = split_pixels(pixels, color_space)
+  pixels = decode_pngs(tf.reshape(features[IMAGE], [1]), layout.image_size)[0]
+  gray, target = split_pixels(pixels, layout.color_space)
   return {GRAY: gray, TARGET: target}
 
 
-def decode_instances(encoded: tf.Tensor, image_size: int,
-                     color_space: str) -> Dict[str, tf.Tensor]:
+def decode_instances(encoded: tf.Tensor, layout: ImageLayout) -> Dict[str, tf.Tensor]:
   """[N] instance PNGs -> {instance_gray [N,S,S,1], instance_target [N,S,S,C]}."""
-  gray, target = split_pixels(decode_pngs(encoded, image_size), color_space)
+  gray, target = split_pixels(decode_pngs(encoded, layout.image_size), layout.color_space)
   return {INSTANCE_GRAY: gray, INSTANCE_TARGET: target}
 
 
-def decode_example(features: Dict[str, tf.Tensor], image_size: int, max_boxes: int,
-                   color_space: str) -> Dict[str, tf.Tensor]:
+def decode_example(features: Dict[str, tf.Tensor], layout: ImageLayout) -> Dict[str, tf.Tensor]:
   """One transformed example (unbatched) -> the float tensors listed in the module docstring."""
+  k = layout.max_boxes
   return {
-      **decode_full(features, image_size, color_space),
-      **decode_instances(tf.reshape(features[INSTANCES], [max_boxes]), image_size, color_space),
-      BOXES: tf.reshape(features[BOXES], [max_boxes, 4]),
-      BOX_MASK: tf.reshape(tf.cast(features[BOX_MASK], tf.float32), [max_boxes]),
+      **decode_full(features, layout),
+      **decode_instances(tf.reshape(features[INSTANCES], [k]), layout),
+      BOXES: tf.reshape(features[BOXES], [k, 4]),
+      BOX_MASK: tf.reshape(tf.cast(features[BOX_MASK], tf.float32), [k]),
   }
 
 
-def decode_batch(features: Dict[str, tf.Tensor], image_size: int, max_boxes: int,
-                 color_space: str) -> Dict[str, tf.Tensor]:
+def decode_batch(features: Dict[str, tf.Tensor], layout: ImageLayout) -> Dict[str, tf.Tensor]:
   """`decode_example` over a batch (for signatures that receive batched transformed features)."""
-  channels = target_channels(color_space)
+  s, k = layout.image_size, layout.max_boxes
+  channels = target_channels(layout.color_space)
   spec = {
-      GRAY: tf.TensorSpec([image_size, image_size, 1], tf.float32),
-      TARGET: tf.TensorSpec([image_size, image_size, channels], tf.float32),
-      INSTANCE_GRAY: tf.TensorSpec([max_boxes, image_size, image_size, 1], tf.float32),
-      INSTANCE_TARGET: tf.TensorSpec([max_boxes, image_size, image_size, channels], tf.float32),
-      BOXES: tf.TensorSpec([max_boxes, 4], tf.float32),
-      BOX_MASK: tf.TensorSpec([max_boxes], tf.float32),
+      GRAY: tf.TensorSpec([s, s, 1], tf.float32),
+      TARGET: tf.TensorSpec([s, s, channels], tf.float32),
+      INSTANCE_GRAY: tf.TensorSpec([k, s, s, 1], tf.float32),
+      INSTANCE_TARGET: tf.TensorSpec([k, s, s, channels], tf.float32),
+      BOXES: tf.TensorSpec([k, 4], tf.float32),
+      BOX_MASK: tf.TensorSpec([k], tf.float32),
   }
-  elems = {k: features[k] for k in (IMAGE, INSTANCES, BOXES, BOX_MASK)}
-  return tf.map_fn(lambda e: decode_example(e, image_size, max_boxes, color_space), elems,
-                   fn_output_signature=spec)
+  elems = {name: features[name] for name in (IMAGE, INSTANCES, BOXES, BOX_MASK)}
+  return tf.map_fn(lambda e: decode_example(e, layout), elems, fn_output_signature=spec)

@@ -7,16 +7,12 @@ computations are batched tensor ops; nothing loops over pixels.
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-
 from typing import Tuple
 
 import tensorflow as tf
 import tf_keras as keras
 
-from trainer import color, features, model
+from trainer import color, features, model, names
 
 
 def pack_label(gray: tf.Tensor, target: tf.Tensor, boxes: tf.Tensor,
@@ -31,7 +27,7 @@ def pack_label(gray: tf.Tensor, target: tf.Tensor, boxes: tf.Tensor,
 
 def to_rgb255(gray: tf.Tensor, colour: tf.Tensor, color_space: str) -> tf.Tensor:
   """Normalised L + network-space colour (ab/110 or RGB in [-1,1]) -> RGB in 0..255."""
-  if color_space == features.LAB:
+  if color_space == names.LAB:
     lab = tf.concat([color.denormalize_l(gray), color.denormalize_ab(colour)], axis=-1)
     return color.lab_to_rgb(lab) * 255.0
   return color.denormalize_rgb(colour) * 255.0
@@ -60,7 +56,7 @@ def colorfulness(rgb255: tf.Tensor) -> tf.Tensor:
 class _ColourMetric(keras.metrics.Metric):
   """Sum/count accumulators; subclasses define the per-batch sums."""
 
-  def __init__(self, name: str, color_space: str = features.LAB, **kwargs):
+  def __init__(self, name: str, color_space: str = names.LAB, **kwargs):
     super().__init__(name=name, **kwargs)
     self.color_space = color_space
     self.total = self.add_weight('total', initializer='zeros')
@@ -132,7 +128,7 @@ class Colorfulness(_PerImageMean):
 class ColorfulnessGap(keras.metrics.Metric):
   """dCF = |mean CF(prediction) - mean CF(ground truth)| over the evaluated set."""
 
-  def __init__(self, name: str = 'colorfulness_gap', color_space: str = features.LAB, **kwargs):
+  def __init__(self, name: str = 'colorfulness_gap', color_space: str = names.LAB, **kwargs):
     super().__init__(name=name, **kwargs)
     self.color_space = color_space
     self.predicted = self.add_weight('predicted', initializer='zeros')

@@ -8,55 +8,20 @@ then three up blocks (4x4 stride-2 transposed conv + 3x3 shortcut conv from conv
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-
-import dataclasses
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
 
-from trainer import features
+from trainer import features, names
+from trainer.config import NetConfig
 
-FUSION_POINTS: Tuple[str, ...] = (
-    'conv1_2', 'conv2_2', 'conv3_3', 'conv4_3', 'conv5_3', 'conv6_3', 'conv7_3', 'conv8_up',
-    'conv8_3', 'conv9_up', 'conv9_3', 'conv10_up', 'conv10_2')
 # Up blocks add a 3x3 conv of an earlier feature (U-Net-like shortcut).
 SHORTCUTS = {'conv8_up': 'conv3_3', 'conv9_up': 'conv2_2', 'conv10_up': 'conv1_2'}
 # Outside the union of boxes the full-image weight gets this bias (the paper's background term).
 BACKGROUND_BIAS = 1e5
 # Logit of an instance at pixels outside its own box (and of padding slots): excluded from the mix.
 OUTSIDE_LOGIT = -1e9
-
-
-@dataclasses.dataclass(frozen=True)
-class NetConfig:
-  """What the nets need from PipelineConfig (passed to Trainers as custom_config)."""
-  image_size: int = 256
-  width: float = 1.0
-  color_space: str = features.LAB
-  max_boxes: int = 8
-  fusion_points: Tuple[str, ...] = FUSION_POINTS
-
-  def __post_init__(self):
-    if self.image_size % 8:
-      raise ValueError(f'image_size must be a multiple of 8 (three 2x downsamplings), '
-                       f'got {self.image_size}')
-    unknown = set(self.fusion_points) - set(FUSION_POINTS)
-    if unknown:
-      raise ValueError(f'unknown fusion points {sorted(unknown)}; choose from {FUSION_POINTS}')
-    object.__setattr__(self, 'fusion_points', tuple(self.fusion_points))
-
-  @property
-  def out_channels(self) -> int:
-    return features.target_channels(self.color_space)
-
-  @classmethod
-  def from_dict(cls, values: Dict) -> 'NetConfig':
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def _channels(base: int, width: float) -> int:
@@ -113,7 +78,8 @@ class ColorNet:
             keras.layers.Conv2D(c(128), 3, padding='same', name=f'{role}_conv10_2'),
             keras.layers.LeakyReLU(0.2, name=f'{role}_conv10_lrelu')]),
     }
-    self.head = seq('out', [keras.layers.Conv2D(config.out_channels, 1, name=f'{role}_out'),
+    out_channels = features.target_channels(config.color_space)
+    self.head = seq('out', [keras.layers.Conv2D(out_channels, 1, name=f'{role}_out'),
                             keras.layers.Activation('tanh', name=f'{role}_tanh')])
     gray = keras.Input([config.image_size, config.image_size, 1], name=features.GRAY)
     self.model = keras.Model(gray, self(gray)[0], name=role)
@@ -238,12 +204,16 @@ class FusionNet:
 
   INPUTS = (features.GRAY, features.INSTANCE_GRAY, features.BOXES, features.BOX_MASK)
 
-  def __init__(self, config: NetConfig, full: ColorNet, instance: ColorNet):
+  def __init__(self, config: NetConfig, full: ColorNet, instance: ColorNet,
+               fusion_points: Sequence[str] = names.FUSION_POINTS):
     s, k = config.image_size, config.max_boxes
+    unknown = sorted(set(fusion_points) - set(names.FUSION_POINTS))
+    if unknown:
+      raise ValueError(f'unknown fusion points {unknown}; choose from {names.FUSION_POINTS}')
     self.config = config
     self.full = full
     self.instance = instance
-    self.fusion_layers = {p: FusionLayer(k, name=f'fusion_{p}') for p in config.fusion_points}
+    self.fusion_layers = {p: FusionLayer(k, name=f'fusion_{p}') for p in fusion_points}
     inputs = {
         features.GRAY: keras.Input([s, s, 1], name=features.GRAY),
         features.INSTANCE_GRAY: keras.Input([k, s, s, 1], name=features.INSTANCE_GRAY),
@@ -268,7 +238,7 @@ class FusionNet:
 
 def huber_delta(color_space: str) -> float:
   """The paper's delta of 1 ab unit (1/110 normalised); one 8-bit level for RGB in [-1, 1]."""
-  return 1.0 / 110.0 if color_space == features.LAB else 2.0 / 255.0
+  return 1.0 / 110.0 if color_space == names.LAB else 2.0 / 255.0
 
 
 def colorization_loss(color_space: str):

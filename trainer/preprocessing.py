@@ -2,50 +2,26 @@
 
 Importable and testable without a pipeline: `encode_example` does one image eagerly; the
 preprocessing_fn maps it over a batch. Settings arrive through Transform's `custom_config`
-(pipeline.configs.PipelineConfig.transform_config()).
+(`PipelineConfig.transform_options().to_dict()`, read back strictly).
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-
-import dataclasses
 from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
 from trainer import features
+from trainer.config import TransformOptions
 
 
-@dataclasses.dataclass(frozen=True)
-class TransformOptions:
-  image_size: int = 256
-  max_boxes: int = 8
-  color_space: str = features.LAB
-  include_difficult: bool = False
-
-  def __post_init__(self):
-    features.target_channels(self.color_space)  # validates the name
-    if self.image_size < 8 or self.max_boxes < 1:
-      raise ValueError(f'image_size must be >= 8 and max_boxes >= 1, got {self}')
-
-  @classmethod
-  def from_custom_config(cls, custom_config: Optional[Dict[str, Any]]) -> 'TransformOptions':
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in (custom_config or {}).items() if k in known})
-
-
-def select_boxes(boxes: tf.Tensor, difficult: tf.Tensor, image_height: tf.Tensor,
-                 image_width: tf.Tensor, options: TransformOptions) -> tf.Tensor:
-  """Up to K boxes [n,4], largest area (in pixels) first; `difficult` ones only if configured."""
-  boxes = tf.reshape(boxes, [-1, 4])
-  if not options.include_difficult:
-    boxes = tf.boolean_mask(boxes, tf.equal(tf.reshape(difficult, [-1]), 0))
+def select_boxes(boxes: tf.Tensor, keep: tf.Tensor, image_height: tf.Tensor,
+                 image_width: tf.Tensor, max_boxes: int) -> tf.Tensor:
+  """The `keep` boxes of [n,4], at most `max_boxes`, largest area (in pixels) first."""
+  boxes = tf.boolean_mask(tf.reshape(boxes, [-1, 4]), tf.reshape(keep, [-1]))
   area = ((boxes[:, 2] - boxes[:, 0]) * tf.cast(image_height, tf.float32) *
           (boxes[:, 3] - boxes[:, 1]) * tf.cast(image_width, tf.float32))
   order = tf.argsort(area, direction='DESCENDING', stable=True)
-  return tf.gather(boxes, order[:options.max_boxes])
+  return tf.gather(boxes, order[:max_boxes])
 
 
 def pixel_window(box: tf.Tensor, height: tf.Tensor, width: tf.Tensor):
@@ -87,7 +63,8 @@ def encode_example(jpeg: tf.Tensor, boxes: tf.Tensor, difficult: tf.Tensor,
   pixels = tf.io.decode_jpeg(jpeg, channels=3, dct_method='INTEGER_ACCURATE')
   rgb = tf.image.convert_image_dtype(pixels, tf.float32)
   height, width = tf.shape(rgb)[0], tf.shape(rgb)[1]
-  chosen = select_boxes(boxes, difficult, height, width, options)
+  keep = tf.ones_like(difficult, tf.bool) if options.include_difficult else tf.equal(difficult, 0)
+  chosen = select_boxes(boxes, keep, height, width, k)
   crops = tf.map_fn(lambda box: _encode_png(features.encode_pixels(crop(rgb, box, s),
                                                                    options.color_space)),
                     chosen, fn_output_signature=tf.TensorSpec([], tf.string))
@@ -113,7 +90,7 @@ def _dense_rows(values: tf.Tensor) -> tf.Tensor:
 def preprocessing_fn(inputs: Dict[str, Any],
                      custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, tf.Tensor]:
   """tf.Transform entry point (batched, no analyzers)."""
-  options = TransformOptions.from_custom_config(custom_config)
+  options = TransformOptions.from_dict(custom_config)
   k = options.max_boxes
   jpegs = tf.reshape(inputs[features.RAW_IMAGE], [-1])
   coords = [_dense_rows(inputs[key]) for key in features.RAW_BOX_KEYS]

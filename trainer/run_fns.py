@@ -8,12 +8,9 @@ stage started from, so lineage can be checked from the artifacts alone.
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-
 import json
-from typing import Any, Dict
+import os
+from typing import Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -21,112 +18,109 @@ import tf_keras as keras
 from absl import logging
 from tfx import v1 as tfx
 
-from trainer import data, model, serving
-
-WEIGHTS_DIR = 'weights'
-FULL_MODEL_KEY = 'full_model'  # custom_config key set by the FusionTrainer executor
-SCHEDULE_KEY = 'schedule'
+from trainer import data, model, names, serving
+from trainer.config import TrainerOptions
 
 
-def weights_dir(serving_model_dir: str) -> str:
-  """<model artifact uri>/weights for a `<uri>/Format-Serving` directory."""
-  return os.path.join(os.path.dirname(serving_model_dir.rstrip('/')), WEIGHTS_DIR)
-
-
-def weights_path(serving_model_dir: str, net: str) -> str:
-  return os.path.join(weights_dir(serving_model_dir), f'{net}.h5')
+def _model_uri(serving_model_dir: str) -> str:
+  """The Model artifact's uri for its `<uri>/Format-Serving` directory."""
+  return os.path.dirname(serving_model_dir.rstrip('/'))
 
 
 def _save_weights(keras_model: keras.Model, serving_model_dir: str, net: str) -> None:
-  path = weights_path(serving_model_dir, net)
+  path = names.weights_file(_model_uri(serving_model_dir), net)
   tf.io.gfile.makedirs(os.path.dirname(path))
   keras_model.save_weights(path)  # h5: needs a local or fuse-mounted path, as TFX's Keras does
 
 
 def _load_weights(keras_model: keras.Model, upstream_serving_dir: str, net: str,
                   stage: str) -> None:
-  path = weights_path(upstream_serving_dir, net)
+  path = names.weights_file(_model_uri(upstream_serving_dir), net)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f'{stage} stage: upstream model has no {net} weights at {path}')
   keras_model.load_weights(path)
   logging.info('%s stage: loaded %s weights from %s', stage, net, path)
 
 
-def build_stage_model(fn_args: tfx.components.FnArgs, stage: str,
-                      config: model.NetConfig):
+def build_stage_model(fn_args: tfx.components.FnArgs, options: TrainerOptions,
+                      full_model_dir: Optional[str] = None):
   """Builds the stage's trainable keras.Model from upstream weights; returns (model, nets)."""
-  out_dir = fn_args.serving_model_dir
-  if stage == data.FULL:
+  stage, config, out_dir = options.stage, options.net, fn_args.serving_model_dir
+  if stage == names.FULL:
     full = model.ColorNet(config, 'full')
     return full.model, {'full': full.model}
   if not fn_args.base_model:
-    raise ValueError(f'{stage} stage needs the upstream model through base_model')
-  if stage == data.INSTANCE:
+    raise ValueError(f'{stage} stage needs the upstream model through {names.BASE_MODEL_KEY}')
+  if stage == names.INSTANCE:
     instance = model.ColorNet(config, 'instance')
     _load_weights(instance.model, fn_args.base_model, 'full', stage)
     _save_weights(instance.model, out_dir, 'instance_initial')
     return instance.model, {'instance': instance.model}
-  full_dir = (fn_args.custom_config or {}).get(FULL_MODEL_KEY)
-  if not full_dir:
-    raise ValueError('fusion stage needs the full Trainer model through the full_model channel')
+  if not full_model_dir:
+    raise ValueError(f'fusion stage needs the full Trainer model through the '
+                     f'{names.FULL_MODEL_KEY} channel')
   full, instance = model.ColorNet(config, 'full'), model.ColorNet(config, 'instance')
-  _load_weights(full.model, full_dir, 'full', stage)
+  _load_weights(full.model, full_model_dir, 'full', stage)
   _load_weights(instance.model, fn_args.base_model, 'instance', stage)
   full.freeze()
   instance.freeze()
-  fusion = model.FusionNet(config, full, instance)
+  fusion = model.FusionNet(config, full, instance, options.fusion_points)
   _save_weights(fusion.model, out_dir, 'fusion_initial')
   return fusion.model, {'full': full.model, 'instance': instance.model, 'fusion': fusion.model}
 
 
 def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
-  custom_config: Dict[str, Any] = fn_args.custom_config or {}
-  config = model.NetConfig.from_dict(custom_config)
-  schedule = custom_config[SCHEDULE_KEY]
+  custom_config = dict(fn_args.custom_config or {})
+  # The FusionTrainer's executor adds the full net's path next to the TrainerOptions fields.
+  full_model_dir = custom_config.pop(names.FULL_MODEL_KEY, None)
+  options = TrainerOptions.from_dict(custom_config)
+  if options.stage != stage:
+    raise ValueError(f'run_{stage} received the custom_config of the {options.stage} stage')
+  config, schedule = options.net, options.schedule
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   spec = tf_transform_output.transformed_feature_spec()
 
   train_count = data.stage_size(data.count_examples(fn_args.train_files, spec), stage)
   if train_count == 0:
     raise ValueError(f'{stage} stage: nothing to train on in {fn_args.train_files} '
-                     f'({"no boxes" if stage != data.FULL else "no images"} in the train split)')
+                     f'({"no boxes" if stage != names.FULL else "no images"} in the train split)')
   eval_count = data.stage_size(data.count_examples(fn_args.eval_files, spec), stage)
-  batch_size = schedule['batch_size']
-  steps = schedule.get('steps_per_epoch') or data.steps_for(train_count, batch_size)
+  batch_size = schedule.batch_size
+  steps = schedule.steps_per_epoch or data.steps_for(train_count, batch_size)
 
   def dataset(files, training):
-    return data.make_dataset(files, spec, stage, config.image_size, config.max_boxes,
-                             config.color_space, batch_size, training)
+    return data.make_dataset(files, spec, stage, config, batch_size, training)
 
-  keras_model, nets = build_stage_model(fn_args, stage, config)
-  model.compile_for_training(keras_model, config.color_space, schedule['learning_rate'])
+  keras_model, nets = build_stage_model(fn_args, options, full_model_dir)
+  model.compile_for_training(keras_model, config.color_space, schedule.learning_rate)
   logging.info('%s stage: %d trainable weights, %d train items, %d epochs x %d steps, batch %d',
-               stage, len(keras_model.trainable_weights), train_count, schedule['epochs'],
+               stage, len(keras_model.trainable_weights), train_count, schedule.epochs,
                steps, batch_size)
   history = keras_model.fit(
       dataset(fn_args.train_files, training=True),
-      epochs=schedule['epochs'], steps_per_epoch=steps,
+      epochs=schedule.epochs, steps_per_epoch=steps,
       validation_data=dataset(fn_args.eval_files, training=False) if eval_count else None,
       callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq='epoch')],
       verbose=2)
   for net, net_model in nets.items():
     _save_weights(net_model, fn_args.serving_model_dir, net)
-  with tf.io.gfile.GFile(os.path.join(weights_dir(fn_args.serving_model_dir),
-                                      'history.json'), 'w') as f:
+  history_path = os.path.join(_model_uri(fn_args.serving_model_dir), names.WEIGHTS_DIR,
+                              names.HISTORY_FILE)
+  with tf.io.gfile.GFile(history_path, 'w') as f:
     json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)
   serving.export(keras_model, stage, config, tf_transform_output, fn_args.serving_model_dir)
 
 
 def run_full(fn_args: tfx.components.FnArgs) -> None:
   """Stage 1: the full-image net on whole frames."""
-  train_stage(fn_args, data.FULL)
+  train_stage(fn_args, names.FULL)
 
 
 def run_instance(fn_args: tfx.components.FnArgs) -> None:
   """Stage 2: the same net, initialised from stage 1, on instance crops."""
-  train_stage(fn_args, data.INSTANCE)
+  train_stage(fn_args, names.INSTANCE)
 
 
 def run_fusion(fn_args: tfx.components.FnArgs) -> None:
   """Stage 3: both colour nets frozen, the fusion weight generators trained."""
-  train_stage(fn_args, data.FUSION)
+  train_stage(fn_args, names.FUSION)

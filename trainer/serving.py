@@ -17,7 +17,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from trainer import color, features, metrics, model, preprocessing
+from trainer import color, features, metrics, model, names, preprocessing
+from trainer.config import NetConfig
 
 _JPEG_MAGIC = b'\xff\xd8\xff'
 _PNG_MAGIC = b'\x89PNG'
@@ -46,15 +47,13 @@ def decode_rgb(image_bytes: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
 
 
 def prepare(image_bytes: tf.Tensor, boxes: tf.Tensor, index: tf.Tensor,
-            config: model.NetConfig) -> Dict[str, tf.Tensor]:
+            config: NetConfig) -> Dict[str, tf.Tensor]:
   """One request image -> the fusion net's inputs (gray, instance_gray, boxes, box_mask)."""
   s, k = config.image_size, config.max_boxes
   rgb = decode_rgb(image_bytes, index)
   boxes = tf.clip_by_value(tf.reshape(boxes, [-1, 4]), 0.0, 1.0)
   real = tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1])
-  options = preprocessing.TransformOptions(image_size=s, max_boxes=k, include_difficult=True)
-  chosen = preprocessing.select_boxes(tf.boolean_mask(boxes, real), tf.zeros([0], tf.int64),
-                                      tf.shape(rgb)[0], tf.shape(rgb)[1], options)
+  chosen = preprocessing.select_boxes(boxes, real, tf.shape(rgb)[0], tf.shape(rgb)[1], k)
   count = tf.shape(chosen)[0]
   crops = tf.map_fn(lambda box: color.lightness(preprocessing.crop(rgb, box, s)), chosen,
                     fn_output_signature=tf.TensorSpec([s, s, 1], tf.float32))
@@ -69,7 +68,7 @@ def prepare(image_bytes: tf.Tensor, boxes: tf.Tensor, index: tf.Tensor,
 
 def predicted_ab(prediction: tf.Tensor, color_space: str) -> tf.Tensor:
   """Network output -> ab in Lab units (for RGB nets: the ab of the predicted colours)."""
-  if color_space == features.LAB:
+  if color_space == names.LAB:
     return color.denormalize_ab(prediction)
   return color.rgb_to_lab(color.denormalize_rgb(prediction))[..., 1:]
 
@@ -83,24 +82,27 @@ def recombine(image_bytes: tf.Tensor, ab: tf.Tensor, index: tf.Tensor) -> tf.Ten
   return tf.io.encode_png(color.to_uint8(color.lab_to_rgb(lab)))
 
 
-class Signatures:
-  """Builds the signature functions for one stage's keras model."""
+class Colorizer:
+  """One stage's keras model and its NetConfig: image bytes (and boxes) in, colour images out.
 
-  def __init__(self, keras_model: keras.Model, stage: str, config: model.NetConfig,
-               tf_transform_output: tft.TFTransformOutput):
+  Needs no Transform graph: `image_signatures()` is what a serving user calls; `export` adds the
+  TFMA signatures over raw tf.Examples, which do need it.
+  """
+
+  def __init__(self, keras_model: keras.Model, stage: str, config: NetConfig):
+    if stage not in names.STAGES:
+      raise ValueError(f'stage must be one of {names.STAGES}, not {stage!r}')
     self.keras_model = keras_model
     self.stage = stage
     self.config = config
-    # Tracked by the Keras model, so the Transform graph is saved with it.
-    keras_model.tft_layer = tf_transform_output.transform_features_layer()
-    self.raw_spec = tf_transform_output.raw_feature_spec()
 
   def model_inputs(self, decoded: Dict[str, tf.Tensor]):
-    if self.stage == 'fusion':
+    if self.stage == names.FUSION:
       return {k: decoded[k] for k in model.FusionNet.INPUTS}
     return decoded[features.GRAY]
 
   def colorize(self, images: tf.Tensor, boxes: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """images [B] bytes, boxes [B,N,4] -> {colorized [B] PNG, ab [B,S,S,2]} (module docstring)."""
     c = self.config
     s, k = c.image_size, c.max_boxes
     images = tf.reshape(images, [-1])
@@ -116,19 +118,11 @@ class Signatures:
                      fn_output_signature=tf.TensorSpec([], tf.string))
     return {'colorized': pngs, 'ab': ab}
 
-  def decoded(self, serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
-    c = self.config
-    transformed = self.keras_model.tft_layer(tf.io.parse_example(serialized, self.raw_spec))
-    decoded = features.decode_batch(transformed, c.image_size, c.max_boxes, c.color_space)
-    decoded['label'] = metrics.pack_label(decoded[features.GRAY], decoded[features.TARGET],
-                                          decoded[features.BOXES], decoded[features.BOX_MASK])
-    return decoded
-
-  def build(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+  def image_signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+    """serving_default(images, boxes) and colorize_images(images)."""
     # autograph=False: plain tensor code; converting every nested Keras call only costs export
     # time (about half of it for the fusion model).
     images = tf.TensorSpec([None], tf.string, name='images')
-    examples = tf.TensorSpec([None], tf.string, name='examples')
 
     @tf.function(input_signature=[images, tf.TensorSpec([None, None, 4], tf.float32,
                                                         name='boxes')], autograph=False)
@@ -139,21 +133,46 @@ class Signatures:
     def colorize_images(images):
       return self.colorize(images, tf.zeros([tf.shape(images)[0], 0, 4]))
 
-    @tf.function(input_signature=[examples], autograph=False)
-    def evaluate(examples):
-      return {'prediction': self.keras_model(self.model_inputs(self.decoded(examples)))}
-
-    @tf.function(input_signature=[examples], autograph=False)
-    def transform_features(examples):
-      return self.decoded(examples)
-
-    return {'serving_default': serving_default, 'colorize_images': colorize_images,
-            'evaluate': evaluate, 'transform_features': transform_features}
+    return {'serving_default': serving_default, 'colorize_images': colorize_images}
 
 
-def export(keras_model: keras.Model, stage: str, config: model.NetConfig,
-           tf_transform_output: tft.TFTransformOutput, path: str) -> None:
-  signatures = Signatures(keras_model, stage, config, tf_transform_output).build()
+def evaluation_signatures(colorizer: Colorizer, tf_transform_output: tft.TFTransformOutput
+                          ) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+  """evaluate(examples) and transform_features(examples) over raw tf.Examples, for TFMA."""
+  keras_model, config = colorizer.keras_model, colorizer.config
+  # Tracked by the Keras model, so the Transform graph is saved with it.
+  keras_model.tft_layer = tf_transform_output.transform_features_layer()
+  raw_spec = tf_transform_output.raw_feature_spec()
+
+  def decoded(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
+    transformed = keras_model.tft_layer(tf.io.parse_example(serialized, raw_spec))
+    result = features.decode_batch(transformed, config)
+    result['label'] = metrics.pack_label(result[features.GRAY], result[features.TARGET],
+                                         result[features.BOXES], result[features.BOX_MASK])
+    return result
+
+  examples = tf.TensorSpec([None], tf.string, name='examples')
+
+  @tf.function(input_signature=[examples], autograph=False)
+  def evaluate(examples):
+    return {'prediction': keras_model(colorizer.model_inputs(decoded(examples)))}
+
+  @tf.function(input_signature=[examples], autograph=False)
+  def transform_features(examples):
+    return decoded(examples)
+
+  return {'evaluate': evaluate, 'transform_features': transform_features}
+
+
+def save(colorizer: Colorizer, path: str, signatures: Dict) -> None:
   # save_traces=False: the signatures are what gets used (stages hand weights on as .h5), and
   # tracing every layer's call for Keras re-loading tripled the export time.
-  keras_model.save(path, save_format='tf', save_traces=False, signatures=signatures)
+  colorizer.keras_model.save(path, save_format='tf', save_traces=False, signatures=signatures)
+
+
+def export(keras_model: keras.Model, stage: str, config: NetConfig,
+           tf_transform_output: tft.TFTransformOutput, path: str) -> None:
+  """A stage's serving SavedModel with every signature of the module docstring."""
+  colorizer = Colorizer(keras_model, stage, config)
+  save(colorizer, path, {**colorizer.image_signatures(),
+                         **evaluation_signatures(colorizer, tf_transform_output)})

@@ -3,10 +3,9 @@
 No `from __future__ import annotations` here: the @component parser reads real annotations.
 """
 
-import os
-
 from tfx import v1 as tfx
 from tfx.types import artifact
+from tfx.utils import path_utils
 
 from components.ablation_gallery import report
 
@@ -28,8 +27,8 @@ def AblationGallery(
 ) -> None:
   """Gray baseline, full-image net alone and fusion net on the same eval images."""
   table = report.write_report(
-      examples.uri, os.path.join(full_model.uri, 'Format-Serving'),
-      os.path.join(fusion_model.uri, 'Format-Serving'), report_dir.uri, color_space, split,
+      examples.uri, path_utils.serving_model_path(full_model.uri),
+      path_utils.serving_model_path(fusion_model.uri), report_dir.uri, color_space, split,
       gallery_images)
   for variant, row in table.items():
     report_dir.set_float_custom_property(f"{variant.replace(' ', '_')}_psnr", row['PSNR'])

@@ -1,7 +1,6 @@
 """Builds the ablation table and the gallery grid from two stage SavedModels (no TFX needed)."""
 from __future__ import annotations
 
-import glob
 import io
 import json
 import os
@@ -11,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from trainer import features, metrics
+from trainer import features, metrics, names
 
 VARIANTS = ('gray baseline', 'full-image net', 'fusion net')
 METRICS = (('PSNR', metrics.PSNR), ('SSIM', metrics.SSIM), ('CF', metrics.Colorfulness),
@@ -19,7 +18,8 @@ METRICS = (('PSNR', metrics.PSNR), ('SSIM', metrics.SSIM), ('CF', metrics.Colorf
 
 
 def read_examples(examples_uri: str, split: str) -> List[bytes]:
-  files = sorted(glob.glob(os.path.join(examples_uri, f'Split-{split}', '*.gz')))
+  # tf.io.gfile: the Examples may live on gs:// (Vertex) as well as on local disk.
+  files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, f'Split-{split}', '*.gz')))
   return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
 
 
@@ -33,8 +33,8 @@ def evaluate_variants(serialized: List[bytes], full_model_dir: str, fusion_model
   label = decoded['label'].numpy()
   channels = features.target_channels(color_space)
   gray_prediction = np.zeros(label.shape[:-1] + (channels,), np.float32)
-  if color_space == features.RGB:  # the gray baseline in RGB: every channel = the lightness
-    gray_rgb = metrics.to_rgb255(label[..., :1], np.zeros_like(label[..., 1:3]), features.LAB)
+  if color_space == names.RGB:  # the gray baseline in RGB: every channel = the lightness
+    gray_rgb = metrics.to_rgb255(label[..., :1], np.zeros_like(label[..., 1:3]), names.LAB)
     gray_prediction = gray_rgb.numpy() / 127.5 - 1.0
   return {'label': label,
           'gray baseline': gray_prediction,
@@ -69,7 +69,7 @@ def gallery(results: Dict[str, np.ndarray], color_space: str, count: int) -> byt
   label = results['label'][:count]
   gray = label[..., :1]
   channels = features.target_channels(color_space)
-  columns = [metrics.to_rgb255(gray, np.zeros_like(label[..., 1:3]), features.LAB)]
+  columns = [metrics.to_rgb255(gray, np.zeros_like(label[..., 1:3]), names.LAB)]
   for variant in VARIANTS:
     columns.append(metrics.to_rgb255(gray, results[variant][:count], color_space))
   columns.append(metrics.to_rgb255(gray, label[..., 1:1 + channels], color_space))

@@ -18,8 +18,7 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.utils import json_utils
 
 from components.fusion_trainer import executor
-
-FULL_MODEL_KEY = executor.FULL_MODEL_KEY
+from trainer.names import FULL_MODEL_KEY
 
 
 class FusionTrainerSpec(standard_component_specs.TrainerSpec):

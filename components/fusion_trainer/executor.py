@@ -8,7 +8,7 @@ from tfx.components.trainer import executor as trainer_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from trainer.run_fns import FULL_MODEL_KEY  # the channel name doubles as the custom_config key
+from trainer.names import FULL_MODEL_KEY  # the channel name doubles as the custom_config key
 
 
 class Executor(trainer_executor.GenericExecutor):

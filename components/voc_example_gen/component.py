@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from tfx import v1 as tfx
 from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
-from components.voc_example_gen import driver, executor
+from components.voc_example_gen import driver, executor, voc
+from trainer import names
+from trainer.config import IngestOptions
 
 LIST_DIR = 'ImageSets/Main'
 
@@ -31,7 +33,7 @@ def split_configs(data_root: str, split_mode: str = 'auto',
         tfx.proto.Input.Split(name=s, pattern=f'{LIST_DIR}/{s}.txt') for s in ('train', 'val')])
     return input_config, None
   if split_mode != 'hash':
-    raise ValueError(f"split_mode must be 'auto', 'lists' or 'hash', not {split_mode!r}")
+    raise ValueError(f'split_mode must be one of {names.SPLIT_MODES}, not {split_mode!r}')
   input_config = tfx.proto.Input(splits=[tfx.proto.Input.Split(name='all', pattern='JPEGImages/*')])
   output_config = tfx.proto.Output(split_config=tfx.proto.SplitConfig(
       splits=[tfx.proto.SplitConfig.Split(name=n, hash_buckets=b) for n, b in hash_buckets],
@@ -45,11 +47,11 @@ class VocExampleGen(FileBasedExampleGen):
   DRIVER_CLASS = driver.VocDriver
 
   def __init__(self, data_root: str, split_mode: str = 'auto',
-               ingest_options: Optional[Dict[str, Any]] = None):
+               ingest_options: Optional[IngestOptions] = None):
     input_config, output_config = split_configs(data_root, split_mode)
     super().__init__(
         input_base=data_root,
         input_config=input_config,
         output_config=output_config,
-        custom_config=executor.pack_ingest_options(ingest_options or {}),
+        custom_config=executor.pack_ingest_options(ingest_options or voc.DEFAULT_OPTIONS),
         custom_executor_spec=executor_spec.BeamExecutorSpec(executor.Executor))

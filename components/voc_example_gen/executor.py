@@ -1,11 +1,10 @@
-"""Beam executor of the VOC ExampleGen: VOCdevkit folder -> one tf.Example per image + an ingest report."""
+"""Beam executor of the VOC ExampleGen: VOCdevkit folder -> one tf.Example per image + an ingest report
+(report.py folds the per-image status records into it)."""
 from __future__ import annotations
 
-import collections
-import dataclasses
 import json
 import os
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, List
 
 import apache_beam as beam
 import tensorflow as tf
@@ -16,10 +15,9 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.voc_example_gen import voc
+from components.voc_example_gen import report, voc
+from trainer.config import IngestOptions
 
-# Written next to the Split-* folders of the output Examples artifact.
-REPORT_FILE = 'ingest_report.json'
 _RECORDS_DIR = 'ingest_records'
 _RECORDS_DIR_KEY = '_ingest_records_dir'  # exec property set by Executor.Do for the PTransform
 _STATUS_TAG = 'status'
@@ -28,7 +26,7 @@ _STATUS_TAG = 'status'
 class _IngestImage(beam.DoFn):
   """Image id -> tf.Example (main output) and a status record for every id (tagged output)."""
 
-  def __init__(self, input_base: str, split: str, options: voc.IngestOptions):
+  def __init__(self, input_base: str, split: str, options: IngestOptions):
     self._input_base = input_base
     self._split = split
     self._options = options
@@ -51,7 +49,7 @@ class ReadVoc(beam.PTransform):
   """
 
   def __init__(self, input_base: str, split_pattern: str, split: str,
-               options: voc.IngestOptions = voc.IngestOptions()):
+               options: IngestOptions = voc.DEFAULT_OPTIONS):
     super().__init__()
     self._input_base = input_base
     self._split_pattern = split_pattern
@@ -81,23 +79,20 @@ def _split_name(exec_properties: Dict[str, Any], split_pattern: str) -> str:
   return 'all'
 
 
-def pack_ingest_options(options: Dict[str, Any]) -> example_gen_pb2.CustomConfig:
-  """IngestOptions fields as ExampleGen's CustomConfig (a Struct packed into its Any)."""
-  unknown = set(options) - {f.name for f in dataclasses.fields(voc.IngestOptions)}
-  if unknown:
-    raise ValueError(f'unknown ingest options {sorted(unknown)}')
+def pack_ingest_options(options: IngestOptions) -> example_gen_pb2.CustomConfig:
+  """The options as ExampleGen's CustomConfig (a Struct packed into its Any)."""
   struct = struct_pb2.Struct()
-  struct.update(options)
+  struct.update(options.to_dict())
   config = example_gen_pb2.CustomConfig()
   config.custom_config.Pack(struct)
   return config
 
 
-def ingest_options(exec_properties: Dict[str, Any]) -> voc.IngestOptions:
-  """Reads the options packed by pack_ingest_options back from the exec properties."""
+def ingest_options(exec_properties: Dict[str, Any]) -> IngestOptions:
+  """Reads the options packed by pack_ingest_options back (strictly: unknown keys are errors)."""
   packed = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
   if not packed:
-    return voc.IngestOptions()
+    return voc.DEFAULT_OPTIONS
   config = example_gen_pb2.CustomConfig()
   proto_utils.json_to_proto(packed, config)
   struct = struct_pb2.Struct()
@@ -105,7 +100,8 @@ def ingest_options(exec_properties: Dict[str, Any]) -> voc.IngestOptions:
     config.custom_config.Unpack(struct)
   values = json_format.MessageToDict(struct)
   # Struct stores numbers as doubles; the options are whole numbers.
-  return voc.IngestOptions(**{k: int(v) for k, v in values.items()})
+  return IngestOptions.from_dict({k: int(v) if isinstance(v, float) and v.is_integer() else v
+                                  for k, v in values.items()})
 
 
 @beam.ptransform_fn
@@ -127,58 +123,6 @@ def _VocToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
   return result['examples']
 
 
-def summarize(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
-  """Folds status records into the report: totals, per split, rejections by reason, notes."""
-  records = sorted(records, key=lambda r: (r['split'], r['image_id']))
-  per_split: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-  reasons = collections.Counter()
-  for r in records:
-    per_split[r['split']]['total'] += 1
-    per_split[r['split']][r['status']] += 1
-    per_split[r['split']]['boxes'] += r['num_boxes']
-    if r['status'] == voc.REJECTED:
-      reasons[r['reason']] += 1
-  totals = collections.Counter()
-  for counts in per_split.values():
-    totals.update(counts)
-  return {
-      'total': totals['total'],
-      'kept': totals[voc.KEPT],
-      'rejected': totals[voc.REJECTED],
-      'boxes': totals['boxes'],
-      'splits': {name: {k: counts[k] for k in ('total', voc.KEPT, voc.REJECTED, 'boxes')}
-                 for name, counts in sorted(per_split.items())},
-      'rejected_by_reason': dict(reasons.most_common()),
-      'rejections': [{k: r[k] for k in ('split', 'image_id', 'reason', 'detail')}
-                     for r in records if r['status'] == voc.REJECTED],
-      'notes': [{'split': r['split'], 'image_id': r['image_id'], 'notes': r['notes']}
-                for r in records if r['notes']],
-  }
-
-
-def format_summary(report: Dict[str, Any]) -> str:
-  """A few human lines: kept/rejected per split and the rejection reasons."""
-  lines = [f"VOC ingest: {report['kept']} kept + {report['rejected']} rejected = "
-           f"{report['total']} images ({report['boxes']} boxes)"]
-  for name, counts in report['splits'].items():
-    lines.append(f"  {name:>6}: {counts['kept']} kept, {counts['rejected']} rejected, "
-                 f"{counts['boxes']} boxes")
-  for rejection in report['rejections'][:20]:
-    lines.append(f"  rejected {rejection['split']}/{rejection['image_id']}: "
-                 f"{rejection['reason']}: {rejection['detail']}")
-  if len(report['rejections']) > 20:
-    lines.append(f"  ... {len(report['rejections']) - 20} more rejections in the report")
-  if report['notes']:
-    lines.append(f"  {len(report['notes'])} images kept with fixes (clipped/dropped boxes, "
-                 'conversions): see the report')
-  return '\n'.join(lines)
-
-
-def read_report(examples_uri: str) -> Dict[str, Any]:
-  with tf.io.gfile.GFile(os.path.join(examples_uri, REPORT_FILE)) as f:
-    return json.load(f)
-
-
 class Executor(BaseExampleGenExecutor):
   """FileBasedExampleGen executor for PASCAL VOC folders."""
 
@@ -196,10 +140,9 @@ class Executor(BaseExampleGenExecutor):
     for path in tf.io.gfile.glob(os.path.join(records_dir, '*.jsonl')):
       with tf.io.gfile.GFile(path) as f:
         records.extend(json.loads(line) for line in f if line.strip())
-    report = summarize(records)
-    with tf.io.gfile.GFile(os.path.join(examples.uri, REPORT_FILE), 'w') as f:
-      json.dump(report, f, indent=2)
+    summary = report.summarize(records)
+    report.write_report(examples.uri, summary)
     tf.io.gfile.rmtree(records_dir)
     for key in ('total', 'kept', 'rejected', 'boxes'):
-      examples.set_int_custom_property(f'ingest_{key}', report[key])
-    logging.info('%s', format_summary(report))
+      examples.set_int_custom_property(f'ingest_{key}', summary[key])
+    logging.info('%s', report.format_summary(summary))

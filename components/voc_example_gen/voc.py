@@ -25,6 +25,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from trainer.config import IngestOptions, PipelineConfig
+
 # The 20 PASCAL VOC classes; labels 1..20 as in the TF Object Detection API's pascal_label_map.
 VOC_CLASSES: Tuple[str, ...] = (
     'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
@@ -48,15 +50,8 @@ IMAGE_TOO_LARGE = 'image_too_large'
 GRAYSCALE_IMAGE = 'grayscale_image'
 
 
-@dataclasses.dataclass(frozen=True)
-class IngestOptions:
-  """Validation knobs; defaults suit PASCAL VOC."""
-  max_image_pixels: int = 40_000_000
-  max_file_bytes: int = 50 * 1024 * 1024
-  max_annotation_bytes: int = 1024 * 1024
-  jpeg_quality: int = 95
-  # An image whose channels never differ by more than this (0..255) carries no colour.
-  grayscale_tolerance: int = 2
+# Validation limits when none are given (the defaults of PipelineConfig).
+DEFAULT_OPTIONS: IngestOptions = PipelineConfig().ingest_options()
 
 
 @dataclasses.dataclass
@@ -257,7 +252,7 @@ def _make_example(image_id: str, filename: str, jpeg: bytes, width: int, height:
 
 
 def ingest_image(input_base: str, image_id: str, split: str,
-                 options: IngestOptions = IngestOptions()) -> IngestResult:
+                 options: IngestOptions = DEFAULT_OPTIONS) -> IngestResult:
   """Turns one VOC image id into a kept example or a rejection; never raises for bad data."""
   notes: List[str] = []
   try:

@@ -10,21 +10,20 @@ from typing import Any, Dict, List, Optional
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import metadata
+from tools import metadata
+from trainer import names
 
-_INPUT = metadata_store_pb2.Event.INPUT
-_OUTPUTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 _STATE = metadata_store_pb2.Execution.State.Name
 
-# How to step from one execution to the next one up the chain: (input channel key, next node).
+# How to step from one execution to the next one up the chain: (node, input channel key to follow).
 _CHAIN = (
-    ('Pusher', 'model_blessing'),            # the blessing leads to the Evaluator
-    ('Evaluator', 'model'),                  # the evaluated model leads to the fusion Trainer
-    ('fusion_trainer', 'base_model'),        # the instance model
-    ('instance_trainer', 'base_model'),      # the full model
-    ('full_trainer', 'examples'),            # transformed examples -> Transform
-    ('Transform', 'examples'),               # raw examples -> ExampleGen
-    ('VocExampleGen', None),
+    (names.PUSHER, 'model_blessing'),                            # the blessing -> the Evaluator
+    (names.EVALUATOR, 'model'),                                  # the evaluated fusion model
+    (names.TRAINERS[names.FUSION], names.BASE_MODEL_KEY),        # the instance model
+    (names.TRAINERS[names.INSTANCE], names.BASE_MODEL_KEY),      # the full model
+    (names.TRAINERS[names.FULL], 'examples'),                    # transformed examples -> Transform
+    (names.TRANSFORM, 'examples'),                               # raw examples -> ExampleGen
+    (names.EXAMPLE_GEN, None),
 )
 
 
@@ -45,29 +44,6 @@ class Lineage:
   def __init__(self, store: metadata_store.MetadataStore):
     self.store = store
 
-  def _producer(self, artifact_id: int) -> Optional[metadata_store_pb2.Execution]:
-    events = [e for e in self.store.get_events_by_artifact_ids([artifact_id]) if e.type in _OUTPUTS]
-    if not events:
-      return None
-    return self.store.get_executions_by_id([events[-1].execution_id])[0]
-
-  def _io(self, execution_id: int):
-    inputs, outputs = {}, {}
-    events = self.store.get_events_by_execution_ids([execution_id])
-    artifacts = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
-    for event in events:
-      target = inputs if event.type == _INPUT else outputs
-      target.setdefault(event.path.steps[0].key, []).append(artifacts[event.artifact_id])
-    return inputs, outputs
-
-  def _node_id(self, execution: metadata_store_pb2.Execution) -> str:
-    """The component id, from the execution's `node` context (named '<pipeline>.<node id>')."""
-    node_type = self.store.get_context_type('node')
-    for context in self.store.get_contexts_by_execution(execution.id):
-      if context.type_id == node_type.id:
-        return context.name.split('.', 1)[-1]
-    return '?'
-
   def latest_pushed_model(self) -> metadata_store_pb2.Artifact:
     pushed = [a for a in self.store.get_artifacts_by_type('PushedModel')
               if a.custom_properties['pushed'].int_value == 1]
@@ -79,12 +55,12 @@ class Lineage:
     start = (self.latest_pushed_model() if artifact_id is None
              else self.store.get_artifacts_by_id([artifact_id])[0])
     entries: List[Dict[str, Any]] = [{'stage': 'pushed model', **_artifact(start, 'pushed_model')}]
-    execution = self._producer(start.id)
+    execution = metadata.producer(self.store, start.id)
     for expected, next_key in _CHAIN:
       if execution is None:
         break
-      node = self._node_id(execution)
-      inputs, outputs = self._io(execution.id)
+      node = metadata.node_id(self.store, execution)
+      inputs, outputs = metadata.execution_artifacts(self.store, execution.id)
       entry = {
           'stage': node, 'execution_id': execution.id,
           'state': _STATE(execution.last_known_state),
@@ -93,9 +69,9 @@ class Lineage:
       }
       if node != expected:
         entry['note'] = f'expected {expected} here'
-      if node == 'Evaluator':
+      if node == names.EVALUATOR:
         entry['metrics'] = self._metrics(outputs)
-      if node == 'VocExampleGen':
+      if node == names.EXAMPLE_GEN:
         props = {k: _value(v) for k, v in execution.custom_properties.items()}
         # A cached execution does not repeat the fingerprint; the Examples artifact carries it.
         examples = outputs.get('examples', [])
@@ -107,7 +83,7 @@ class Lineage:
         break
       entries.append(entry)
       upstream = inputs.get(next_key) if next_key else None
-      execution = self._producer(upstream[0].id) if upstream else None
+      execution = metadata.producer(self.store, upstream[0].id) if upstream else None
     return entries
 
   @staticmethod

@@ -6,10 +6,12 @@ import json
 import os
 
 import tensorflow as tf
+from ml_metadata.proto import metadata_store_pb2
+from tfx.utils import path_utils
 
-from components.voc_example_gen import executor as voc_executor
-from pipeline import metadata
-from trainer import run_fns
+from components.voc_example_gen import report as ingest_report
+from tools import metadata
+from trainer import names
 
 
 def _human_bytes(size: float) -> str:
@@ -23,13 +25,13 @@ def _human_bytes(size: float) -> str:
 def print_summary(pipeline_root: str) -> None:
   """ExampleGen's ingest accounting and where Transform wrote what, from this run's MLMD."""
   store = metadata.open_store(pipeline_root)
-  examples = metadata.latest_outputs(store, 'VocExampleGen')
+  examples = metadata.latest_outputs(store, names.EXAMPLE_GEN)
   if examples:
     uri = examples['examples'][0].uri
-    report = voc_executor.read_report(uri)
-    print(voc_executor.format_summary(report))
-    print(f'  examples: {uri}\n  report:   {os.path.join(uri, voc_executor.REPORT_FILE)}')
-  transform = metadata.latest_outputs(store, 'Transform')
+    report = ingest_report.read_report(uri)
+    print(ingest_report.format_summary(report))
+    print(f'  examples: {uri}\n  report:   {os.path.join(uri, ingest_report.REPORT_FILE)}')
+  transform = metadata.latest_outputs(store, names.TRANSFORM)
   if transform and examples:
     uri = transform['transformed_examples'][0].uri
     print(f'Transform: {uri}')
@@ -40,20 +42,20 @@ def print_summary(pipeline_root: str) -> None:
       print(f'  {split:>6}: {counts["kept"]} examples, {_human_bytes(size)} '
             f'({_human_bytes(per_example)} per example, gzip TFRecord)')
     print(f"  transform graph: {transform['transform_graph'][0].uri}")
-  for trainer in ('full_trainer', 'instance_trainer', 'fusion_trainer'):
+  for trainer in names.TRAINERS.values():
     outputs = metadata.latest_outputs(store, trainer)
     if not outputs:
       continue
     model_uri = outputs['model'][0].uri
-    weights_dir = os.path.join(model_uri, run_fns.WEIGHTS_DIR)
-    history_path = os.path.join(weights_dir, 'history.json')
+    weights_dir = os.path.join(model_uri, names.WEIGHTS_DIR)
+    history_path = os.path.join(weights_dir, names.HISTORY_FILE)
     losses = ''
     if tf.io.gfile.exists(history_path):
       with tf.io.gfile.GFile(history_path) as f:
         history = json.load(f)
       losses = ', '.join(f'{k} {v[-1]:.4f}' for k, v in history.items())
     print(f'{trainer}: {model_uri}  ({losses})\n'
-          f'  serving model: {os.path.join(model_uri, "Format-Serving")}\n'
+          f'  serving model: {path_utils.serving_model_path(model_uri)}\n'
           f'  weights:       {weights_dir}\n'
           f'  TensorBoard:   {outputs["model_run"][0].uri}')
   print_evaluation(store)
@@ -64,7 +66,7 @@ def print_evaluation(store) -> None:
   """The Evaluator's metrics and blessing, and where Pusher put the model (if it did)."""
   import tensorflow_model_analysis as tfma
 
-  evaluator = metadata.latest_outputs(store, 'Evaluator')
+  evaluator = metadata.latest_outputs(store, names.EVALUATOR)
   if evaluator:
     uri = evaluator['evaluation'][0].uri
     for _, slices in tfma.load_eval_result(uri).slicing_metrics:
@@ -73,13 +75,13 @@ def print_evaluation(store) -> None:
           f"{name} {value.get('doubleValue', float('nan')):.3f}" for name, value in values.items()))
     blessed = evaluator['blessing'][0].custom_properties['blessed'].int_value == 1
     print(f"  {'BLESSED' if blessed else 'NOT blessed'} ({uri})")
-  ablation = metadata.latest_outputs(store, 'AblationGallery')
+  ablation = metadata.latest_outputs(store, names.ABLATION)
   if ablation:
     uri = ablation['report_dir'][0].uri
-    with open(os.path.join(uri, 'ablation.md')) as f:
+    with tf.io.gfile.GFile(os.path.join(uri, 'ablation.md')) as f:
       print(f.read().rstrip())
     print(f"  gallery: {os.path.join(uri, 'gallery.png')}")
-  pusher = metadata.latest_outputs(store, 'Pusher')
+  pusher = metadata.latest_outputs(store, names.PUSHER)
   if pusher:
     pushed = pusher['pushed_model'][0]
     if pushed.custom_properties['pushed'].int_value == 1:
@@ -90,24 +92,15 @@ def print_evaluation(store) -> None:
 
 def print_cache_report(store) -> None:
   """Which components the latest run took from the cache and which it ran."""
-  from ml_metadata.proto import metadata_store_pb2
-
   cached, ran = [], []
-  for context in store.get_contexts_by_type('node'):
-    executions = store.get_executions_by_context(context.id)
-    if not executions:
-      continue
-    latest = max(executions, key=lambda e: e.id)
-    if store.get_execution_types_by_id([latest.type_id])[0].name.endswith('Resolver'):
-      continue  # resolvers look up artifacts on every run; there is nothing to cache
-    node = context.name.split('.', 1)[-1]
-    if latest.last_known_state == metadata_store_pb2.Execution.CACHED:
+  for node, execution in metadata.latest_executions(store).items():
+    if execution.last_known_state == metadata_store_pb2.Execution.CACHED:
       cached.append(node)
     else:
-      ran.append(f'{node} ({metadata_store_pb2.Execution.State.Name(latest.last_known_state)})')
+      state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
+      ran.append(f'{node} ({state})')
   if not cached:
     print(f'cache: no component reused ({len(ran)} ran)')
   else:
     print(f'cache: {len(cached)} of {len(cached) + len(ran)} components reused'
           + (f"; ran: {', '.join(ran)}" if ran else ''))
-

@@ -1,0 +1,296 @@
+"""The one config object (`PipelineConfig`) and the views of it that each component receives.
+
+Every setting is declared once, here, with its default and its rule. Components get only the fields
+they use (so changing, say, the fusion schedule leaves Transform's cache key alone): each view is
+built from PipelineConfig's own field declarations, travels as a plain dict in the component's
+custom_config and is rebuilt on the other side with `from_dict`, which refuses unknown or missing
+keys and applies the same rules again. No TensorFlow import: the CLI validates a config in
+milliseconds, before any component runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple, Type, TypeVar
+
+from trainer import names
+
+
+class ConfigError(ValueError):
+  """A setting with a wrong name, type or value; the message names the field and what is allowed."""
+
+
+# --- the rules, one per field ---------------------------------------------------------------------
+
+def _integer(value: Any, name: str, minimum: int, maximum: Optional[int] = None) -> int:
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise ConfigError(f'{name} must be an integer, got {value!r} ({type(value).__name__})')
+  if value < minimum or (maximum is not None and value > maximum):
+    allowed = f'>= {minimum}' if maximum is None else f'in {minimum}..{maximum}'
+    raise ConfigError(f'{name} must be {allowed}, got {value}')
+  return int(value)
+
+
+def _number(value: Any, name: str, positive: bool = False, non_negative: bool = False) -> float:
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise ConfigError(f'{name} must be a number, got {value!r} ({type(value).__name__})')
+  if (positive and value <= 0) or (non_negative and value < 0):
+    raise ConfigError(f'{name} must be {"> 0" if positive else ">= 0"}, got {value}')
+  return float(value)
+
+
+def _choice(value: Any, name: str, allowed: Sequence[str]) -> str:
+  if value not in allowed:
+    raise ConfigError(f'{name} must be one of {list(allowed)}, got {value!r}')
+  return value
+
+
+def _image_size(value: Any, name: str) -> int:
+  size = _integer(value, name, minimum=8)
+  if size % 8:
+    raise ConfigError(f'{name} must be a multiple of 8 (the nets downsample three times by 2), '
+                      f'got {size}; e.g. {size - size % 8} or {size + 8 - size % 8}')
+  return size
+
+
+def _flag(value: Any, name: str) -> bool:
+  if not isinstance(value, bool):
+    raise ConfigError(f'{name} must be True or False, got {value!r}')
+  return value
+
+
+def _fusion_points(value: Any, name: str) -> Tuple[str, ...]:
+  points = tuple(p.strip() for p in value.split(',')) if isinstance(value, str) else value
+  if not isinstance(points, (tuple, list)) or not points:
+    raise ConfigError(f'{name} must be a non-empty list of fusion points, got {value!r}')
+  unknown = [p for p in points if p not in names.FUSION_POINTS]
+  if unknown:
+    raise ConfigError(f'{name}: unknown fusion points {unknown}; choose from '
+                      f'{list(names.FUSION_POINTS)}')
+  if len(set(points)) != len(points):
+    raise ConfigError(f'{name} lists a fusion point twice: {list(points)}')
+  # Kept in network order, whatever order they were given in.
+  return tuple(p for p in names.FUSION_POINTS if p in points)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+  """Training schedule of one Trainer stage."""
+  epochs: int
+  batch_size: int
+  learning_rate: float
+  steps_per_epoch: Optional[int] = None  # None: one pass over the split
+
+  def __post_init__(self):
+    _check_fields(self)
+
+
+def _stage(value: Any, name: str) -> StageConfig:
+  if isinstance(value, StageConfig):
+    return value
+  if not isinstance(value, Mapping):
+    raise ConfigError(f'{name} must be a StageConfig or a dict of its fields, got {value!r}')
+  fields = [f.name for f in dataclasses.fields(StageConfig)]
+  unknown = sorted(set(value) - set(fields))
+  if unknown:
+    raise ConfigError(f'{name}: unknown schedule fields {unknown}; a schedule has {fields}')
+  try:
+    return StageConfig(**value)
+  except ConfigError as e:  # name the stage: 'full.epochs must be >= 1'
+    raise ConfigError(f'{name}.{e}') from None
+  except TypeError as e:  # a required field is missing
+    raise ConfigError(f'{name}: {e}; a schedule has {fields}') from None
+
+
+def _name(value: Any, name: str) -> str:
+  if not isinstance(value, str) or not value:
+    raise ConfigError(f'{name} must be a non-empty string, got {value!r}')
+  return value
+
+# field name -> rule(value, name) returning the normalised value. The only place rules live.
+_RULES: Dict[str, Callable[[Any, str], Any]] = {
+    'preset': _name,
+    'image_size': _image_size,
+    'max_boxes': lambda v, n: _integer(v, n, minimum=1),
+    'color_space': lambda v, n: _choice(v, n, names.COLOR_SPACES),
+    'include_difficult': _flag,
+    'width': lambda v, n: _number(v, n, positive=True),
+    'fusion_points': _fusion_points,
+    'split_mode': lambda v, n: _choice(v, n, names.SPLIT_MODES),
+    'max_image_pixels': lambda v, n: _integer(v, n, minimum=1),
+    'max_file_bytes': lambda v, n: _integer(v, n, minimum=1),
+    'max_annotation_bytes': lambda v, n: _integer(v, n, minimum=1),
+    'jpeg_quality': lambda v, n: _integer(v, n, minimum=1, maximum=100),
+    'grayscale_tolerance': lambda v, n: _integer(v, n, minimum=0, maximum=255),
+    'full': _stage,
+    'instance': _stage,
+    'fusion': _stage,
+    'psnr_lower_bound': _number,
+    'max_psnr_drop': lambda v, n: _number(v, n, non_negative=True),
+    # StageConfig
+    'epochs': lambda v, n: _integer(v, n, minimum=1),
+    'batch_size': lambda v, n: _integer(v, n, minimum=1),
+    'learning_rate': lambda v, n: _number(v, n, positive=True),
+    'steps_per_epoch': lambda v, n: None if v is None else _integer(v, n, minimum=1),
+}
+
+
+def _check_fields(instance: Any, prefix: str = '') -> None:
+  """Applies each field's rule to a (frozen) dataclass instance, storing the normalised value."""
+  for field in dataclasses.fields(instance):
+    value = _RULES[field.name](getattr(instance, field.name), prefix + field.name)
+    object.__setattr__(instance, field.name, value)
+
+
+# --- the config -----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Every setting of the pipeline; presets in pipeline/configs.py, `replace()` for overrides."""
+  preset: str = 'paper'
+  # What Transform, the nets and serving agree on.
+  image_size: int = 256
+  max_boxes: int = 8
+  color_space: str = names.LAB  # 'lab' (L in, ab out) or 'rgb' (gray in, RGB out)
+  include_difficult: bool = False
+  # The nets.
+  width: float = 1.0  # channel multiplier of the SIGGRAPH17 backbone
+  fusion_points: Tuple[str, ...] = names.FUSION_POINTS  # where stage 3 mixes instance features in
+  # VocExampleGen: splits and validation limits.
+  split_mode: str = 'auto'  # 'auto' | 'lists' (ImageSets/Main) | 'hash' (on image/source_id)
+  max_image_pixels: int = 40_000_000
+  max_file_bytes: int = 50 * 1024 * 1024
+  max_annotation_bytes: int = 1024 * 1024
+  jpeg_quality: int = 95  # when a PNG or CMYK image is re-encoded
+  grayscale_tolerance: int = 2  # channels never further apart than this (0..255): no colour
+  # Trainer schedules (the official code's).
+  full: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
+  instance: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
+  fusion: StageConfig = StageConfig(epochs=30, batch_size=1, learning_rate=5e-5)
+  # Evaluator blessing: PSNR (dB, RGB 0..255, val split) at least this, and not more than
+  # `max_psnr_drop` below the latest blessed model.
+  psnr_lower_bound: float = 20.0
+  max_psnr_drop: float = 0.5
+
+  def __post_init__(self):
+    _check_fields(self)
+
+  def replace(self, **changes: Any) -> 'PipelineConfig':
+    """A copy with some fields changed; `stage.field` keys change one schedule field
+    (`replace(**{'full.epochs': 3})`). Unknown names raise ConfigError listing the known ones."""
+    changes = dict(changes)
+    for key in [k for k in changes if '.' in k]:
+      stage, _, field = key.partition('.')
+      if stage not in names.STAGES:
+        raise ConfigError(f'{key}: {stage!r} is no stage; use one of {list(names.STAGES)}')
+      current = changes.get(stage, getattr(self, stage))
+      changes[stage] = {**dataclasses.asdict(_stage(current, stage)), field: changes.pop(key)}
+    known = [f.name for f in dataclasses.fields(self)]
+    unknown = sorted(set(changes) - set(known))
+    if unknown:
+      raise ConfigError(f'unknown config fields {unknown}; PipelineConfig has {known}')
+    return dataclasses.replace(self, **changes)
+
+  def schedule(self, stage: str) -> StageConfig:
+    return getattr(self, _choice(stage, 'stage', names.STAGES))
+
+  def view(self, view_class: Type[_ViewT]) -> _ViewT:
+    return view_class(**{f.name: getattr(self, f.name) for f in dataclasses.fields(view_class)})
+
+  def transform_options(self) -> 'TransformOptions':
+    return self.view(TransformOptions)
+
+  def ingest_options(self) -> 'IngestOptions':
+    return self.view(IngestOptions)
+
+  def net_config(self) -> 'NetConfig':
+    return self.view(NetConfig)
+
+  def trainer_options(self, stage: str) -> 'TrainerOptions':
+    # Only stage 3 has fusion points; in stages 1-2 they would only break the cache key.
+    return TrainerOptions(stage=stage, net=self.net_config(), schedule=self.schedule(stage),
+                          fusion_points=self.fusion_points if stage == names.FUSION else ())
+
+
+# --- views ----------------------------------------------------------------------------------------
+
+class _View:
+  """Base of the component views: the same rules as PipelineConfig, strict from_dict."""
+
+  def __post_init__(self):
+    _check_fields(self)
+
+  @classmethod
+  def from_dict(cls: Type[_ViewT], values: Optional[Mapping[str, Any]]) -> _ViewT:
+    """The view from a component's custom_config; unknown or missing keys are errors."""
+    values = dict(values or {})
+    expected = [f.name for f in dataclasses.fields(cls)]
+    unknown, missing = sorted(set(values) - set(expected)), sorted(set(expected) - set(values))
+    if unknown or missing:
+      raise ConfigError(f'{cls.__name__}: unknown keys {unknown}, missing keys {missing}; '
+                        f'expected exactly {expected} (built by PipelineConfig.view)')
+    return cls(**values)
+
+  def to_dict(self) -> Dict[str, Any]:
+    return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+_ViewT = TypeVar('_ViewT')
+
+
+def _plain(value: Any) -> Any:
+  """JSON-ready: tuples as lists, schedules as dicts."""
+  if isinstance(value, tuple):
+    return list(value)
+  if dataclasses.is_dataclass(value):
+    return dataclasses.asdict(value)
+  return value
+
+
+def _view(name: str, field_names: Tuple[str, ...], doc: str) -> type:
+  """A frozen dataclass holding these PipelineConfig fields, declared from PipelineConfig's own
+  declarations (types, no defaults: a view is always built from a whole config)."""
+  declared = {f.name: f.type for f in dataclasses.fields(PipelineConfig)}
+  return dataclasses.make_dataclass(
+      name, [(field, declared[field]) for field in field_names], bases=(_View,), frozen=True,
+      namespace={'__doc__': doc, '__module__': __name__})
+
+
+TransformOptions = _view(
+    'TransformOptions', ('image_size', 'max_boxes', 'color_space', 'include_difficult'),
+    "Transform's custom_config: S, K, the colour space and whether `difficult` boxes count.")
+NetConfig = _view(
+    'NetConfig', ('image_size', 'max_boxes', 'color_space', 'width'),
+    'The shape of the colour nets (and of the serving signatures around them).')
+IngestOptions = _view(
+    'IngestOptions', ('max_image_pixels', 'max_file_bytes', 'max_annotation_bytes',
+                      'jpeg_quality', 'grayscale_tolerance'),
+    "VocExampleGen's validation limits.")
+
+
+class ImageLayout(Protocol):
+  """What the transformed-feature codec needs: TransformOptions and NetConfig both qualify."""
+  image_size: int
+  max_boxes: int
+  color_space: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerOptions(_View):
+  """One Trainer's custom_config: its stage, the nets, its schedule, the fusion points (stage 3)."""
+  stage: str
+  net: NetConfig
+  schedule: StageConfig
+  fusion_points: Tuple[str, ...]
+
+  def __post_init__(self):
+    _choice(self.stage, 'stage', names.STAGES)
+    object.__setattr__(self, 'net', self.net if isinstance(self.net, NetConfig)
+                       else NetConfig.from_dict(self.net))
+    object.__setattr__(self, 'schedule', _stage(self.schedule, self.stage))
+    if self.stage == names.FUSION:
+      object.__setattr__(self, 'fusion_points', _fusion_points(self.fusion_points, 'fusion_points'))
+    elif self.fusion_points:
+      raise ConfigError(f'fusion_points belong to the fusion stage only, not {self.stage!r}')
+    else:
+      object.__setattr__(self, 'fusion_points', ())

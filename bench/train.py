@@ -34,7 +34,7 @@ def write_transformed_records(voc_root: str, path: str, config) -> int:
       jpeg, boxes, difficult, options))
   count = 0
   with tf.io.TFRecordWriter(path, options='GZIP') as writer:
-    for image_id in voc.list_split_ids(voc_root, 'ImageSets/Main/train.txt'):
+    for image_id in voc.list_split_ids(voc_root, 'ImageSets/Main/train.txt').ids:
       f = voc.ingest_image(voc_root, image_id, 'train').example.features.feature
       boxes = np.stack([f[k].float_list.value for k in features.RAW_BOX_KEYS], -1)
       out = encode(f[features.RAW_IMAGE].bytes_list.value[0],

@@ -57,6 +57,14 @@ def jpeg_claiming_size(jpeg: bytes, width: int, height: int) -> bytes:
   raise ValueError('no SOF marker')
 
 
+def pytest_collection_modifyitems(config, items):
+  """INSTCOLOR_TEST_ORDER=reverse runs the tests backwards: no test may depend on another's
+  leftovers (scripts/test.sh runs them in file order)."""
+  del config
+  if os.environ.get('INSTCOLOR_TEST_ORDER') == 'reverse':
+    items.reverse()
+
+
 @pytest.fixture(scope='session')
 def sample_voc() -> str:
   return SAMPLE
@@ -107,6 +115,7 @@ def broken_voc(tmp_path_factory) -> str:
     return buffer.getvalue()
 
   write('good', jpeg, voc_xml('good.jpg', w, h, person))
+  write('good_val', jpeg, voc_xml('good_val.jpg', w, h, person))  # the val split's only image
   write('corrupt', np.random.default_rng(0).bytes(5000), voc_xml('corrupt.jpg', w, h))
   write('truncated', jpeg[:len(jpeg) // 2], voc_xml('truncated.jpg', w, h))
   write('png_image', encoded(sample_image('chelsea'), 'PNG'), voc_xml('png_image.png', 451, 300),
@@ -128,7 +137,7 @@ def broken_voc(tmp_path_factory) -> str:
   with open(os.path.join(root, 'ImageSets', 'Main', 'train.txt'), 'w') as f:
     f.write(''.join(f'{image_id}\n' for image_id in BROKEN_CASES))
   with open(os.path.join(root, 'ImageSets', 'Main', 'val.txt'), 'w') as f:
-    f.write('good\n')
+    f.write('good_val\n')
   return root
 
 

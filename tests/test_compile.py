@@ -53,5 +53,6 @@ def test_compiled_spec(tmp_path):
   ours = [p for p in class_paths if p.startswith('components.')]
   assert {p.split('.')[1] for p in ours} == {'voc_example_gen', 'fusion_trainer',
                                              'ablation_gallery'}
+  from tfx.dsl.components.base import base_executor
   for path in class_paths:
-    assert _resolve(path) is not None, path
+    assert issubclass(_resolve(path), base_executor.BaseExecutor), path

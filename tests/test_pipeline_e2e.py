@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import sys
 from unittest import mock
 
@@ -54,9 +55,28 @@ def data_root(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope='module')
-def pipeline_root(tmp_path_factory, data_root) -> str:
+def first_run(tmp_path_factory, data_root):
+  """Run 1, in a root no test runs the pipeline in again, and a snapshot of its ML Metadata."""
   root = str(tmp_path_factory.mktemp('pipeline'))
   run_pipeline(root, data_root)
+  snapshot = str(tmp_path_factory.mktemp('snapshot') / 'metadata.sqlite')
+  shutil.copyfile(configs.metadata_path(root), snapshot)
+  return root, snapshot
+
+
+@pytest.fixture
+def pipeline_root(first_run) -> str:
+  """Run 1's root, read only: whatever order the tests run in, it holds exactly one run."""
+  return first_run[0]
+
+
+@pytest.fixture
+def rerun_root(first_run, tmp_path) -> str:
+  """A fresh root whose ML Metadata is run 1's snapshot (run 1's artifacts stay where they are):
+  a test that runs the pipeline again starts from exactly run 1's state, and writes only here."""
+  root = str(tmp_path / 'rerun')
+  os.makedirs(root)
+  shutil.copyfile(first_run[1], configs.metadata_path(root))
   return root
 
 
@@ -283,25 +303,25 @@ def test_ablation_table_and_gallery(pipeline_root):
 NODES = names.EXECUTED_NODES
 
 
-def test_second_run_reuses_every_component(pipeline_root, data_root):
+def test_second_run_reuses_every_component(rerun_root, data_root):
   """Run 2 re-evaluates once, because the Resolver now finds run 1's blessed model as the baseline
   (a real input change); everything else, and from run 3 on everything, comes from the cache."""
-  store = metadata.open_store(pipeline_root)
-  run_pipeline(pipeline_root, data_root)
+  store = metadata.open_store(rerun_root)
+  run_pipeline(rerun_root, data_root)
   for node in NODES:
     states = [e.last_known_state for e in metadata.node_executions(store, node)]
     expected = (metadata_store_pb2.Execution.COMPLETE if node in ('Evaluator', 'Pusher')
                 else metadata_store_pb2.Execution.CACHED)
     assert states == [metadata_store_pb2.Execution.COMPLETE, expected], node
 
-  run_pipeline(pipeline_root, data_root)
+  run_pipeline(rerun_root, data_root)
   for node in NODES:
     assert metadata.node_executions(store, node)[-1].last_known_state == (
         metadata_store_pb2.Execution.CACHED), node
   assert len(metadata.node_executions(store, 'Evaluator')) == 3
 
 
-def test_failed_fusion_stage_resumes_from_cached_upstream(pipeline_root, data_root):
+def test_failed_fusion_stage_resumes_from_cached_upstream(rerun_root, data_root):
   # The config refuses a fusion point that does not exist; a stale or hand-edited spec can still
   # carry one, and then stage 3 fails at run time, after stages 1-2 are done.
   with pytest.raises(ConfigError, match='conv99'):
@@ -309,13 +329,13 @@ def test_failed_fusion_stage_resumes_from_cached_upstream(pipeline_root, data_ro
   config = CONFIG.replace(fusion_points=('conv1_2',))
   stale = {**config.trainer_options(names.FUSION).to_dict(), 'fusion_points': ['conv1_2', 'conv99']}
   with pytest.raises(Exception, match='conv99'):
-    run_pipeline(pipeline_root, data_root, config=config,
+    run_pipeline(rerun_root, data_root, config=config,
                  custom_configs={names.TRAINERS[names.FUSION]: stale})
-  store = metadata.open_store(pipeline_root)
+  store = metadata.open_store(rerun_root)
   assert metadata.node_executions(store, 'fusion_trainer')[-1].last_known_state == (
       metadata_store_pb2.Execution.FAILED)
   runs_before = {n: len(metadata.node_executions(store, n)) for n in NODES}
-  run_pipeline(pipeline_root, data_root,
+  run_pipeline(rerun_root, data_root,
                config=CONFIG.replace(fusion_points=('conv1_2', 'conv10_2')))
   for node in ('VocExampleGen', 'Transform', 'full_trainer', 'instance_trainer'):
     executions = metadata.node_executions(store, node)
@@ -347,15 +367,15 @@ def test_lineage_names_every_stage_in_order(pipeline_root, data_root, capsys):
   assert chain[-1]['input_base'] == data_root and 'JPEGImages' in chain[-1]['input_fingerprint']
 
 
-def test_impossible_threshold_blocks_the_push(pipeline_root, data_root):
-  before = _pushed_model_dirs(pipeline_root)
-  run_pipeline(pipeline_root, data_root, config=CONFIG.replace(psnr_lower_bound=1000.0))
-  store = metadata.open_store(pipeline_root)
+def test_impossible_threshold_blocks_the_push(rerun_root, data_root):
+  before = _pushed_model_dirs(rerun_root)
+  run_pipeline(rerun_root, data_root, config=CONFIG.replace(psnr_lower_bound=1000.0))
+  store = metadata.open_store(rerun_root)
   blessing = metadata.latest_outputs(store, 'Evaluator')['blessing'][0]
   assert blessing.custom_properties['blessed'].int_value == 0
   pushed = metadata.latest_outputs(store, 'Pusher')['pushed_model'][0]
   assert pushed.custom_properties['pushed'].int_value == 0
-  assert _pushed_model_dirs(pipeline_root) == before
+  assert _pushed_model_dirs(rerun_root) == before
   # Only the evaluation and the push ran again: everything upstream came from the cache.
   for node in ('VocExampleGen', 'Transform', 'full_trainer', 'instance_trainer', 'fusion_trainer'):
     assert metadata.node_executions(store, node)[-1].last_known_state == (
@@ -393,16 +413,99 @@ def test_colorize_cli_with_a_local_hub_detector(pipeline_root, tmp_path, capsys)
   assert '(1 boxes from boxes file)' in capsys.readouterr().out
 
 
-def test_editing_one_jpeg_reruns_from_example_gen(pipeline_root, data_root):
+@pytest.fixture
+def edited_photo(data_root, tmp_path):
+  """rocket.jpg flipped and saved again; the original (bytes and mtime, which the ExampleGen
+  fingerprint reads) is put back afterwards, so later tests find the data run 1 saw."""
   from PIL import Image
 
-  store = metadata.open_store(pipeline_root)
-  runs_before = {n: len(metadata.node_executions(store, n)) for n in NODES}
   jpeg = os.path.join(data_root, 'JPEGImages', 'rocket.jpg')
+  original = str(tmp_path / 'rocket.jpg')
+  shutil.copy2(jpeg, original)
   Image.open(jpeg).transpose(Image.FLIP_LEFT_RIGHT).save(jpeg, quality=90)
   os.utime(jpeg, (os.path.getatime(jpeg), os.path.getmtime(jpeg) + 5))
-  run_pipeline(pipeline_root, data_root)
+  yield jpeg
+  shutil.copy2(original, jpeg)
+
+
+def test_editing_one_jpeg_reruns_from_example_gen(rerun_root, data_root, edited_photo):
+  store = metadata.open_store(rerun_root)
+  runs_before = {n: len(metadata.node_executions(store, n)) for n in NODES}
+  run_pipeline(rerun_root, data_root)
   for node in ('VocExampleGen', 'StatisticsGen', 'Transform', 'full_trainer', 'fusion_trainer'):
     executions = metadata.node_executions(store, node)
     assert len(executions) == runs_before[node] + 1
     assert executions[-1].last_known_state == metadata_store_pb2.Execution.COMPLETE, node
+
+
+def _copy_tree(source: str, destination: str) -> None:
+  """A local folder to any tf.io.gfile filesystem."""
+  for folder, _, files in tf.io.gfile.walk(source):
+    relative = os.path.relpath(folder, source)
+    target = destination if relative == '.' else f'{destination}/{relative}'
+    tf.io.gfile.makedirs(target)
+    for name in files:
+      tf.io.gfile.copy(os.path.join(folder, name), f'{target}/{name}', overwrite=True)
+
+
+def test_reports_and_readers_work_on_a_non_local_filesystem(pipeline_root, tmp_path, capsys):
+  """On Vertex every artifact lives on gs://. TF's in-memory ram:// filesystem stands in for the
+  bucket: run 1's artifacts are copied there and a copy of its ML Metadata points at them."""
+  import json
+
+  from components.ablation_gallery import report as ablation_report
+  from tools import lineage, summary
+
+  root = str(tmp_path / 'remote')
+  os.makedirs(root)
+  shutil.copyfile(configs.metadata_path(pipeline_root), configs.metadata_path(root))
+  store = metadata.open_store(root)
+  artifacts = [a for a in store.get_artifacts() if os.path.isdir(a.uri)]
+  for artifact in artifacts:
+    _copy_tree(artifact.uri, f'ram://bucket{artifact.uri}')
+    artifact.uri = f'ram://bucket{artifact.uri}'
+  store.put_artifacts(artifacts)
+
+  # The ablation report reads Examples and SavedModels from the bucket and writes there.
+  examples = metadata.latest_outputs(store, names.EXAMPLE_GEN)['examples'][0].uri
+  full, fusion = (path_utils.serving_model_path(
+      metadata.latest_outputs(store, names.TRAINERS[stage])['model'][0].uri)
+                  for stage in (names.FULL, names.FUSION))
+  assert examples.startswith('ram://') and fusion.startswith('ram://')
+  table = ablation_report.write_report(examples, full, fusion, 'ram://bucket/ablation',
+                                       CONFIG.color_space)
+  with tf.io.gfile.GFile('ram://bucket/ablation/ablation.json') as f:
+    written = json.load(f)
+  assert written['metrics'] == table and written['images'] == 4
+  local = metadata.latest_outputs(metadata.open_store(pipeline_root), names.ABLATION)
+  with open(os.path.join(local['report_dir'][0].uri, 'ablation.json')) as f:
+    on_disk = json.load(f)['metrics']
+  for variant, row in table.items():  # the same numbers as on local disk
+    assert on_disk[variant] == pytest.approx(row), variant
+
+  # The run summary and the lineage read every artifact through the bucket.
+  summary.print_summary(root)
+  printed = capsys.readouterr().out
+  assert 'VOC ingest: 12 kept + 0 rejected = 12 images' in printed
+  assert 'Transform: ram://bucket' in printed and 'BLESSED' in printed
+  assert '| fusion net |' in printed
+  chain = lineage.lineage(root)
+  assert {'psnr', 'ssim'} <= set(chain[2]['metrics'])
+  assert all(a['uri'].startswith('ram://') for entry in chain[1:-1] for a in entry['outputs'])
+
+
+def test_a_failing_component_keeps_its_traceback(tmp_path, capsys):
+  """A failure inside a component is no one-line user error: the CLI shows the traceback and
+  names the component, and the run's outputs stay for the next run to resume from."""
+  import pipeline_runner
+
+  root = str(tmp_path / 'root')
+  rc = pipeline_runner.main(['run', '--preset', 'tiny', '--pipeline-root', root,
+                             '--beam-arg=--runner=NoSuchRunner'])
+  err = capsys.readouterr().err
+  assert rc == 1
+  assert 'Traceback (most recent call last)' in err and 'NoSuchRunner' in err
+  assert f'error: {names.EXAMPLE_GEN} failed (traceback above)' in err
+  store = metadata.open_store(root)
+  assert metadata.node_executions(store, names.EXAMPLE_GEN)[-1].last_known_state == (
+      metadata_store_pb2.Execution.FAILED)

@@ -23,7 +23,7 @@ def _anomalies(examples, tmp_path):
 
 
 def _sample_examples():
-  ids = voc.list_split_ids(SAMPLE, 'ImageSets/Main/train.txt')
+  ids = voc.list_split_ids(SAMPLE, 'ImageSets/Main/train.txt').ids
   return [voc.ingest_image(SAMPLE, i, 'train').example for i in ids]
 
 

@@ -11,7 +11,6 @@ import tensorflow as tf
 from apache_beam.testing import util as beam_util
 from PIL import Image
 from tfx.components.example_gen import utils as example_gen_utils
-from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
@@ -26,7 +25,7 @@ def _feature(example: tf.train.Example, key: str):
 
 
 def test_real_sample_is_all_kept_with_its_boxes(sample_voc):
-  ids = voc.list_split_ids(sample_voc, 'ImageSets/Main/train.txt')
+  ids = voc.list_split_ids(sample_voc, 'ImageSets/Main/train.txt').ids
   assert ids[:2] == ['astronaut', 'chelsea'] and len(ids) == 8
   results = {i: voc.ingest_image(sample_voc, i, 'train') for i in ids}
   assert all(r.status == voc.KEPT and not r.notes for r in results.values())
@@ -169,6 +168,54 @@ def test_executor_hash_split_without_lists(sample_voc, tmp_path):
           for e in _read_split(again.uri, 'train')} == train
 
 
+def test_list_quirks_and_leakage_across_splits_are_reported(sample_voc, tmp_path):
+  root = copy_voc(sample_voc, str(tmp_path / 'VOC'))
+  lists = os.path.join(root, 'ImageSets', 'Main')
+  # Edited on Windows: a byte-order mark, CRLF line ends, trailing spaces, one id listed twice.
+  with open(os.path.join(lists, 'train.txt'), 'wb') as f:
+    f.write('\ufeffastronaut  \r\nchelsea\r\ncoffee \r\nchelsea\r\n'.encode('utf-8'))
+  # 'chelsea' is in both lists: kept in train, rejected from val (no evaluating on training data).
+  with open(os.path.join(lists, 'val.txt'), 'w') as f:
+    f.write('rocket\nchelsea\nflower\n')
+  assert voc.list_split_ids(root, 'ImageSets/Main/train.txt').ids == [
+      'astronaut', 'chelsea', 'coffee']
+  input_config, _ = component.split_configs(root)
+  examples = _run_executor(root, str(tmp_path / 'out'), input_config)
+  ids = {split: sorted(_feature(e, 'image/source_id')[0].decode()
+                       for e in _read_split(examples.uri, split)) for split in ('train', 'val')}
+  assert ids == {'train': ['astronaut', 'chelsea', 'coffee'], 'val': ['flower', 'rocket']}
+  report = ingest_report.read_report(examples.uri)
+  assert report['splits']['train'] == {'total': 3, 'kept': 3, 'rejected': 0, 'boxes': 2}
+  assert report['splits']['val'] == {'total': 3, 'kept': 2, 'rejected': 1, 'boxes': 0}
+  assert report['kept'] + report['rejected'] == report['total'] == 6
+  [leak] = report['rejections']
+  assert (leak['split'], leak['image_id'], leak['reason']) == (
+      'val', 'chelsea', voc.DUPLICATE_ACROSS_SPLITS)
+  assert 'ImageSets/Main/train.txt' in leak['detail']
+
+
+def test_hash_split_reports_two_images_with_one_id(sample_voc, tmp_path):
+  root = copy_voc(sample_voc, str(tmp_path / 'VOC'))
+  for name in ('train.txt', 'val.txt'):
+    os.remove(os.path.join(root, 'ImageSets', 'Main', name))
+  Image.open(os.path.join(root, 'JPEGImages', 'rocket.jpg')).save(
+      os.path.join(root, 'JPEGImages', 'rocket.png'))
+  listed = voc.list_split_ids(root, 'JPEGImages/*')
+  assert listed.ids.count('rocket') == 1 and [i for i, _ in listed.duplicates] == ['rocket']
+  input_config, output_config = component.split_configs(root)
+  examples = _run_executor(root, str(tmp_path / 'out'), input_config, output_config)
+  report = ingest_report.read_report(examples.uri)
+  assert report['total'] == 13 and report['kept'] == 12  # 13 files, 12 ids
+  [duplicate] = report['rejections']
+  assert (duplicate['image_id'], duplicate['reason']) == ('rocket', voc.DUPLICATE_IMAGE_ID)
+  assert 'rocket.png' in duplicate['detail'] and 'rocket.jpg' in duplicate['detail']
+  # The .jpg is the image used: its bytes are kept as they are.
+  [rocket] = [e for split in ('train', 'val') for e in _read_split(examples.uri, split)
+              if _feature(e, 'image/source_id') == [b'rocket']]
+  with open(os.path.join(root, 'JPEGImages', 'rocket.jpg'), 'rb') as f:
+    assert _feature(rocket, 'image/encoded') == [f.read()]
+
+
 def test_ingest_options_round_trip_and_unknown_keys_are_rejected():
   from google.protobuf import struct_pb2
   from tfx.proto import example_gen_pb2
@@ -201,5 +248,10 @@ def test_fingerprint_changes_when_a_jpeg_changes(sample_voc, tmp_path):
   jpeg = os.path.join(root, 'JPEGImages', 'rocket.jpg')
   Image.open(jpeg).rotate(180).save(jpeg, quality=90)
   os.utime(jpeg, (os.path.getatime(jpeg), os.path.getmtime(jpeg) + 5))
-  assert fingerprint() != before
-  assert fileio.exists(jpeg)
+  edited_image = fingerprint()
+  assert edited_image != before
+  xml = os.path.join(root, 'Annotations', 'rocket.xml')
+  with open(xml, 'a') as f:
+    f.write('\n')
+  os.utime(xml, (os.path.getatime(xml), os.path.getmtime(xml) + 5))
+  assert fingerprint() not in (before, edited_image)  # an annotation edit counts too

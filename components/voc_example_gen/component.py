@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence, Tuple
 
+import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
@@ -25,7 +26,7 @@ def split_configs(data_root: str, split_mode: str = 'auto',
   if split_mode == 'auto' and '://' in data_root:
     split_mode = 'lists'  # not checked: compiling for a remote root must not need to reach it
   if split_mode == 'auto':
-    have_lists = all(os.path.exists(os.path.join(data_root, LIST_DIR, f'{s}.txt'))
+    have_lists = all(tf.io.gfile.exists(os.path.join(data_root, LIST_DIR, f'{s}.txt'))
                      for s in ('train', 'val'))
     split_mode = 'lists' if have_lists else 'hash'
   if split_mode == 'lists':

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping, Optional
 
 import apache_beam as beam
 import tensorflow as tf
@@ -44,21 +44,31 @@ class _IngestImage(beam.DoFn):
 class ReadVoc(beam.PTransform):
   """Reads one split of a VOCdevkit folder.
 
-  Returns a dict with 'examples' (tf.train.Example) and 'status' (one JSON-able record per input id:
-  kept or rejected, the reason, and notes on anything fixed).
+  Returns a dict with 'examples' (tf.train.Example) and 'status' (one JSON-able record per input:
+  kept or rejected, the reason, and notes on anything fixed). `claimed` maps ids that an earlier
+  split already holds to that split's list file: they are rejected here, never read twice.
   """
 
   def __init__(self, input_base: str, split_pattern: str, split: str,
-               options: IngestOptions = voc.DEFAULT_OPTIONS):
+               options: IngestOptions = voc.DEFAULT_OPTIONS,
+               claimed: Optional[Mapping[str, str]] = None):
     super().__init__()
     self._input_base = input_base
     self._split_pattern = split_pattern
     self._split = split
     self._options = options
+    self._claimed = dict(claimed or {})
 
   def expand(self, pipeline):
-    ids = voc.list_split_ids(self._input_base, self._split_pattern)
-    logging.info('VOC split %s: %d image ids from %s', self._split, len(ids), self._split_pattern)
+    listed = voc.list_split_ids(self._input_base, self._split_pattern)
+    ids = [i for i in listed.ids if i not in self._claimed]
+    early = [voc.rejection(i, self._split, voc.DUPLICATE_ACROSS_SPLITS,
+                           f'also listed in {self._claimed[i]}; kept in that split only')
+             for i in listed.ids if i in self._claimed]
+    early += [voc.rejection(i, self._split, voc.DUPLICATE_IMAGE_ID, detail)
+              for i, detail in listed.duplicates]
+    logging.info('VOC split %s: %d image ids from %s (%d rejected as duplicates)', self._split,
+                 len(ids), self._split_pattern, len(early))
     outputs = (
         pipeline
         | 'ListIds' >> beam.Create(ids)
@@ -66,17 +76,35 @@ class ReadVoc(beam.PTransform):
         | 'Distribute' >> beam.Reshuffle()
         | 'Ingest' >> beam.ParDo(_IngestImage(self._input_base, self._split, self._options))
         .with_outputs(_STATUS_TAG, main='examples'))
-    return {'examples': outputs.examples, 'status': outputs[_STATUS_TAG]}
+    duplicates = pipeline | 'Duplicates' >> beam.Create([r.record() for r in early])
+    status = (outputs[_STATUS_TAG], duplicates) | 'AllStatus' >> beam.Flatten()
+    return {'examples': outputs.examples, 'status': status}
 
 
-def _split_name(exec_properties: Dict[str, Any], split_pattern: str) -> str:
+def _input_splits(exec_properties: Dict[str, Any]) -> List[example_gen_pb2.Input.Split]:
   input_config = example_gen_pb2.Input()
   proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
                             input_config)
-  for split in input_config.splits:
+  return list(input_config.splits)
+
+
+def _split_name(exec_properties: Dict[str, Any], split_pattern: str) -> str:
+  for split in _input_splits(exec_properties):
     if split.pattern == split_pattern:
       return split.name
   return 'all'
+
+
+def claimed_ids(exec_properties: Dict[str, Any], split_pattern: str) -> Dict[str, str]:
+  """Ids listed by the splits before this one (train before val), each with its list file."""
+  claimed: Dict[str, str] = {}
+  base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+  for split in _input_splits(exec_properties):
+    if split.pattern == split_pattern:
+      break
+    for image_id in voc.list_split_ids(base, split.pattern).ids:
+      claimed.setdefault(image_id, split.pattern)
+  return claimed
 
 
 def pack_ingest_options(options: IngestOptions) -> example_gen_pb2.CustomConfig:
@@ -113,7 +141,7 @@ def _VocToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
   split = _split_name(exec_properties, split_pattern)
   result = pipeline | 'ReadVoc' >> ReadVoc(
       exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern, split,
-      ingest_options(exec_properties))
+      ingest_options(exec_properties), claimed_ids(exec_properties, split_pattern))
   records_dir = exec_properties.get(_RECORDS_DIR_KEY)
   if records_dir:
     _ = (result['status']

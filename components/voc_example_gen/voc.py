@@ -48,6 +48,11 @@ CORRUPT_IMAGE = 'corrupt_image'
 UNSUPPORTED_FORMAT = 'unsupported_format'
 IMAGE_TOO_LARGE = 'image_too_large'
 GRAYSCALE_IMAGE = 'grayscale_image'
+# Listed in an earlier split too (train before val): kept there, rejected here, so no image is
+# both trained on and evaluated on.
+DUPLICATE_ACROSS_SPLITS = 'duplicate_across_splits'
+# Another file in JPEGImages/ has the same stem (x.jpg and x.png): one id, one image.
+DUPLICATE_IMAGE_ID = 'duplicate_image_id'
 
 
 # Validation limits when none are given (the defaults of PipelineConfig).
@@ -92,16 +97,55 @@ class _Box:
   truncated: int
 
 
-def list_split_ids(input_base: str, split_pattern: str) -> List[str]:
-  """Image ids of one split: the lines of an ImageSets list file, or the stems of matching images."""
+@dataclasses.dataclass(frozen=True)
+class SplitIds:
+  """The image ids of one split, and the inputs that name an id a second time."""
+  ids: List[str]
+  # (id, detail) of list lines or image files that repeat an id already in `ids`.
+  duplicates: List[Tuple[str, str]]
+
+
+def list_split_ids(input_base: str, split_pattern: str) -> SplitIds:
+  """Image ids of one split: the lines of an ImageSets list file, or the stems of matching images.
+
+  List files may carry a UTF-8 byte-order mark, CRLF line ends and trailing spaces (files edited
+  on Windows). An id listed twice is one example; two images with one stem (x.jpg, x.png) are one
+  id, and the second file is reported as a duplicate (the .jpg wins, as `_find_image` looks it
+  up first).
+  """
   path = posixpath.join(input_base, split_pattern)
   if split_pattern.endswith('.txt'):
-    with tf.io.gfile.GFile(path, 'r') as f:
-      ids = [line.split()[0] for line in f if line.strip()]
-  else:
-    ids = sorted(os.path.splitext(os.path.basename(p))[0] for p in tf.io.gfile.glob(path))
-  # Keep order, drop duplicates: an id listed twice (or x.jpg beside x.png) makes one example.
-  return list(dict.fromkeys(ids))
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      text = f.read().decode('utf-8-sig')  # utf-8-sig drops a leading BOM
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
+    return SplitIds(list(dict.fromkeys(ids)), [])
+  files = sorted(tf.io.gfile.glob(path), key=lambda p: (_stem(p), _extension_rank(p)))
+  chosen: Dict[str, str] = {}
+  duplicates = []
+  for file_path in files:
+    stem = _stem(file_path)
+    if stem in chosen:
+      duplicates.append((stem, f'JPEGImages/{posixpath.basename(file_path)} has the same id as '
+                               f'JPEGImages/{posixpath.basename(chosen[stem])}, which is used'))
+    else:
+      chosen[stem] = file_path
+  return SplitIds(list(chosen), duplicates)
+
+
+def _stem(path: str) -> str:
+  return os.path.splitext(posixpath.basename(path))[0]
+
+
+def _extension_rank(path: str) -> int:
+  """Where `_find_image` looks first: .jpg, .jpeg, .png, then their upper-case forms."""
+  order = IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS)
+  extension = os.path.splitext(path)[1]
+  return order.index(extension) if extension in order else len(order)
+
+
+def rejection(image_id: str, split: str, reason: str, detail: str) -> 'IngestResult':
+  """A rejection decided before the image is read (e.g. an id that another split holds)."""
+  return IngestResult(image_id, split, REJECTED, reason, detail)
 
 
 def _find_image(input_base: str, image_id: str) -> str:

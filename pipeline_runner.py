@@ -56,6 +56,21 @@ def _failed_components(pipeline_root: str) -> List[str]:
           if execution.last_known_state == metadata_store_pb2.Execution.FAILED]
 
 
+def _set_log_levels(verbose: bool) -> None:
+  """Quiet by default: TFX, Beam and TensorFlow log through Python logging (and absl) in this
+  process, and report progress and results through our own lines instead. --verbose: INFO."""
+  import logging
+
+  # Before TensorFlow loads (also read by the Beam workers it starts): its C++ start-up lines.
+  os.environ['TF_CPP_MIN_LOG_LEVEL'] = '0' if verbose else '3'
+  from absl import logging as absl_logging
+
+  level = logging.INFO if verbose else logging.ERROR
+  absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
+  for name in ('', 'absl', 'apache_beam', 'tensorflow', 'tfx'):
+    logging.getLogger(name).setLevel(level)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
   config = _config(args)
   remote = '://' in args.data_dir
@@ -66,13 +81,12 @@ def cmd_run(args: argparse.Namespace) -> int:
   pipeline_root = os.path.abspath(args.pipeline_root)
   os.makedirs(pipeline_root, exist_ok=True)
 
-  from absl import logging
+  _set_log_levels(args.verbose)
   from tfx import v1 as tfx
 
   from pipeline import pipeline as pipeline_module
-  from tools import metadata, summary
+  from tools import metadata, progress, quiet, summary
 
-  logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
   print(f'instcolor: preset {config.preset}, data {data_root}, pipeline root {pipeline_root}',
         flush=True)
   tfx_pipeline = pipeline_module.create_pipeline(
@@ -83,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
   # TFX's Beam executors parse sys.argv + Beam args with absl; our own flags are already read.
   sys.argv = sys.argv[:1]
   try:
-    tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
+    with quiet.quiet_stderr(not args.verbose), progress.ComponentProgress(pipeline_root):
+      tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
   except Exception:  # a failure inside a component: keep its traceback, name the component
     traceback.print_exc()
     failed = ', '.join(_failed_components(pipeline_root)) or 'a component'
@@ -128,13 +143,17 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_colorize(args: argparse.Namespace) -> int:
-  from tools import colorize
+  _set_log_levels(args.verbose)
+  from tools import colorize, quiet
 
   detector = (colorize.HubDetector(args.detector, args.score_threshold, args.max_detections)
               if args.detector else None)
   boxes = colorize.load_boxes_file(args.boxes) if args.boxes else None
-  colorize.colorize_files(args.model, args.images, args.out, boxes=boxes, detector=detector)
-  return 0
+  with quiet.quiet_stderr(not args.verbose):
+    outcome = colorize.colorize_files(args.model, args.images, args.out, boxes=boxes,
+                                      detector=detector, batch_size=args.batch_size,
+                                      side_by_side=args.side_by_side)
+  return 1 if outcome.failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
   trace.set_defaults(func=cmd_lineage)
 
   paint = commands.add_parser('colorize', help='colorize images with a pushed model')
-  paint.add_argument('images', nargs='+', metavar='IMAGE')
+  paint.add_argument('images', nargs='+', metavar='IMAGE',
+                     help='image files, folders (their images, recursively) or globs')
   paint.add_argument('--model', required=True,
                      help='pushed SavedModel folder, or the Pusher destination (newest version)')
   paint.add_argument('--out', required=True, help='folder for the colorized PNGs')
@@ -197,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
                           'detector (detection_boxes, detection_scores)')
   paint.add_argument('--score-threshold', type=float, default=0.7)
   paint.add_argument('--max-detections', type=int, default=8)
+  paint.add_argument('--batch-size', type=int, default=8,
+                     help='images per call of the model (default: %(default)s)')
+  paint.add_argument('--side-by-side', action='store_true',
+                     help='write gray input | colorized side by side')
+  paint.add_argument('--verbose', action='store_true', help='TensorFlow logs')
   paint.set_defaults(func=cmd_colorize)
   return parser
 

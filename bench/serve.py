@@ -1,11 +1,17 @@
-"""Serving latency per 256x256 image, 0 and 8 boxes: the exported serving signature (JPEG bytes in,
-PNG out: decoding, crops, Lab maths, upsampling included) against the bare Keras forward pass of the
-same fusion net on ready tensors.
+"""Serving roofline: what a colorize request costs against what this machine's convolutions allow.
 
-  .venv/bin/python bench/serve.py [--width 1.0] [--repeats 20]
+  .venv/bin/python bench/serve.py [--widths 0.25 1.0] [--repeats 5]
 
-The net is built untrained at 256^2 with the given width and exported with the Trainer's serving
-code (trainer/serving.py); weight values do not change latency.
+For each width, the fusion net is built untrained at 256^2, K=8 (weight values do not change
+latency) and exported with the Trainer's serving code (trainer/serving.py). In the same run:
+
+- conv throughput: GFLOP/s of the bare full-image backbone forward on one image (its FLOPs from the
+  TF profiler on the net's graph, its time measured here);
+- per request with 0, 2 and 8 boxes: the GFLOP that request needs (the TF profiler on the nets it
+  runs: the full-image net alone without boxes, else the instance net on the real crops plus the
+  fused full-image net), the serving signature's time (JPEG bytes in, PNG out: decoding, crops, Lab
+  maths and upsampling included), the achieved GFLOP/s, and the ratio of the time to the roofline
+  time (request GFLOP / backbone GFLOP/s). Goal: ratio <= 1.3.
 """
 from __future__ import annotations
 
@@ -23,13 +29,15 @@ import time
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+from tensorflow.python.profiler import model_analyzer, option_builder
 
 from bench.voc_volume import source_voc
-from trainer import features, model, names, serving
+from trainer import model, names, serving
 from trainer.config import PipelineConfig
 
 SIZE = 256
 MAX_BOXES = 8
+BOX_COUNTS = (0, 2, 8)
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -42,37 +50,73 @@ def _median_ms(fn, repeats: int) -> float:
   return 1000 * float(np.median(times))
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument('--width', type=float, default=1.0)
-  parser.add_argument('--repeats', type=int, default=20)
-  args = parser.parse_args()
-  config = PipelineConfig(image_size=SIZE, width=args.width, max_boxes=MAX_BOXES).net_config()
+def profiled_gflop(fn, *specs: tf.TensorSpec) -> float:
+  """Floating-point operations of one call of `fn` on inputs of these (static) shapes."""
+  graph = tf.function(fn, autograph=False).get_concrete_function(*specs).graph
+  options = option_builder.ProfileOptionBuilder.float_operation()
+  options['output'] = 'none'
+  return model_analyzer.profile(graph, options=options).total_float_ops / 1e9
+
+
+def request_gflop(fusion: model.FusionNet, boxes: int) -> float:
+  """What the serving signature's nets compute for one image with `boxes` real boxes."""
+  s, k = SIZE, MAX_BOXES
+  gray = tf.TensorSpec([1, s, s, 1], tf.float32)
+  if boxes == 0:
+    return profiled_gflop(lambda g: fusion.full(g)[0], gray)
+  return profiled_gflop(
+      fusion.fused_real_boxes, gray, tf.TensorSpec([boxes, s, s, 1], tf.float32),
+      tf.TensorSpec([1, k, 4], tf.float32), tf.TensorSpec([1, k], tf.float32),
+      tf.TensorSpec([boxes], tf.int32))
+
+
+def request_boxes(count: int) -> tf.Tensor:
+  """`count` distinct boxes of decreasing size (the signature keeps the K largest)."""
+  return tf.constant([[[0.04 * i, 0.03 * i, 0.6 + 0.04 * i, 0.7 + 0.03 * i]
+                       for i in range(count)]], tf.float32, shape=[1, count, 4])
+
+
+def bench_width(width: float, image: tf.Tensor, repeats: int) -> None:
+  config = PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES).net_config()
   fusion = model.FusionNet(config, model.ColorNet(config, 'full'),
                            model.ColorNet(config, 'instance'))
+  backbone = tf.function(lambda g: fusion.full.model(g, training=False), autograph=False)
+  backbone_gflop = profiled_gflop(lambda g: fusion.full(g)[0],
+                                  tf.TensorSpec([1, SIZE, SIZE, 1], tf.float32))
+  backbone_ms = _median_ms(lambda: backbone(tf.zeros([1, SIZE, SIZE, 1])), repeats)
+  throughput = backbone_gflop / (backbone_ms / 1000)
+  print(f'width {width}: bare backbone forward {backbone_gflop:.2f} GFLOP in {backbone_ms:.0f} ms '
+        f'= {throughput:.1f} GFLOP/s (this machine\'s conv throughput)', flush=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    colorizer = serving.Colorizer(fusion.model, names.FUSION, config,
+                                  predict=fusion.predict_real_boxes)
+    serving.save(colorizer, tmp, colorizer.image_signatures())
+    serve = tf.saved_model.load(tmp).signatures['serving_default']
+    print(f"  {'boxes':>5} | {'GFLOP':>7} | {'ms':>7} | {'GFLOP/s':>7} | {'roofline ms':>11} | "
+          f'ratio (goal <= 1.3)')
+    for count in BOX_COUNTS:
+      gflop = request_gflop(fusion, count)
+      boxes = request_boxes(count)
+      ms = _median_ms(lambda: serve(images=image, boxes=boxes), repeats)
+      roofline_ms = 1000 * gflop / throughput
+      print(f'  {count:>5} | {gflop:7.2f} | {ms:7.0f} | {gflop / (ms / 1000):7.1f} | '
+            f'{roofline_ms:11.0f} | {ms / roofline_ms:.2f}', flush=True)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--widths', type=float, nargs='+', default=[0.25, 1.0])
+  parser.add_argument('--repeats', type=int, default=5)
+  args = parser.parse_args()
   photo = Image.open(os.path.join(source_voc(), 'JPEGImages', 'motorcycle_left.jpg'))
   buffer = io.BytesIO()
   photo.convert('RGB').resize((SIZE, SIZE)).save(buffer, format='JPEG', quality=95)
   image = tf.constant([buffer.getvalue()])
-  boxes8 = tf.constant([[[0.05 * i, 0.05 * i, 0.5 + 0.05 * i, 0.5 + 0.05 * i]
-                         for i in range(MAX_BOXES)]], tf.float32)
-  forward = tf.function(lambda inputs: fusion.model(inputs, training=False), autograph=False)
-  with tempfile.TemporaryDirectory() as tmp:
-    # The serving signatures of trainer/serving.py (they need no Transform graph).
-    colorizer = serving.Colorizer(fusion.model, names.FUSION, config)
-    serving.save(colorizer, tmp, colorizer.image_signatures())
-    serve = tf.saved_model.load(tmp).signatures['serving_default']
-    print(f'fusion net at {SIZE}^2, width {args.width}, K={MAX_BOXES}, {os.cpu_count()} cores, '
-          f'median of {args.repeats}', flush=True)
-    for count, boxes in ((0, tf.zeros([1, 0, 4])), (MAX_BOXES, boxes8)):
-      inputs = {features.GRAY: tf.zeros([1, SIZE, SIZE, 1]),
-                features.INSTANCE_GRAY: tf.zeros([1, MAX_BOXES, SIZE, SIZE, 1]),
-                features.BOXES: boxes8,
-                features.BOX_MASK: tf.sequence_mask([count], MAX_BOXES, dtype=tf.float32)}
-      served = _median_ms(lambda: serve(images=image, boxes=boxes), args.repeats)
-      bare = _median_ms(lambda: forward(inputs), args.repeats)
-      print(f'{count} boxes: serving signature {served:.0f} ms/image, bare Keras forward '
-            f'{bare:.0f} ms, ratio {served / bare:.2f} (goal <= 1.2)', flush=True)
+  print(f'fusion net at {SIZE}^2, K={MAX_BOXES}, one {SIZE}x{SIZE} JPEG per request, '
+        f'{os.cpu_count()} cores, median of {args.repeats}', flush=True)
+  for width in args.widths:
+    bench_width(width, image, args.repeats)
 
 
 if __name__ == '__main__':

@@ -18,6 +18,9 @@ from pipeline import configs
 SAMPLE = configs.SAMPLE_DATA_ROOT
 SHARED_VOC = os.path.join(configs.REPO_ROOT, '..', 'shared', 'data', 'photos', 'VOCdevkit',
                           'VOC2007')
+# 200 real photos (Dat Tran's raccoon set, 160/40 split), for tests that need more than a handful.
+RACCOON_VOC = os.path.join(configs.REPO_ROOT, '..', 'shared', 'data', 'raccoon', 'VOCdevkit',
+                           'VOC2007')
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [

@@ -51,3 +51,10 @@ def test_network_normalisation_matches_the_paper():
   assert float(color.normalize_l(tf.constant(100.0))) == 0.5
   assert float(color.normalize_ab(tf.constant(110.0))) == 1.0
   np.testing.assert_allclose(color.denormalize_rgb(color.normalize_rgb(tf.constant([0.25]))), [0.25])
+
+
+@pytest.mark.parametrize('name', ['astronaut', 'coffee', 'flower'])
+def test_lightness_is_the_l_of_rgb_to_lab(name):
+  rgb = np.asarray(sample_image(name).convert('RGB'), np.float32) / 255.0
+  np.testing.assert_allclose(color.lightness(rgb), color.rgb_to_lab(rgb)[..., :1], rtol=0,
+                             atol=2e-4)

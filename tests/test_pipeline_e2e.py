@@ -509,3 +509,44 @@ def test_a_failing_component_keeps_its_traceback(tmp_path, capsys):
   store = metadata.open_store(root)
   assert metadata.node_executions(store, names.EXAMPLE_GEN)[-1].last_known_state == (
       metadata_store_pb2.Execution.FAILED)
+
+
+def test_colorize_a_folder_with_a_corrupt_file(pipeline_root, tmp_path, capsys):
+  """Folders and globs in, one PNG per photo out (names never collide), a progress bar, and a
+  corrupt file reported in one line without stopping the others."""
+  from PIL import Image
+
+  import pipeline_runner
+  from tests.conftest import RACCOON_VOC
+
+  photos = sorted(glob.glob(os.path.join(RACCOON_VOC, 'JPEGImages', '*.jpg')))[:20]
+  assert len(photos) == 20
+  inputs = tmp_path / 'in'
+  for i, photo in enumerate(photos):  # two folders; one name in both
+    folder = inputs / ('a' if i < 10 else 'b')
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(photo, folder / ('same.jpg' if i in (0, 10) else os.path.basename(photo)))
+  (inputs / 'a' / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 this is no JPEG body')
+  out = tmp_path / 'out'
+  rc = pipeline_runner.main(['colorize', str(inputs), '--model',
+                             os.path.join(pipeline_root, 'serving'), '--out', str(out),
+                             '--batch-size', '4'])
+  captured = capsys.readouterr()
+  assert rc == 1  # one input failed
+  written = sorted(str(p.relative_to(out)) for p in out.rglob('*.png'))
+  assert len(written) == 20 and {'a/same.png', 'b/same.png'} <= set(written)
+  assert 'img/s' in captured.err  # the progress bar with its rate
+  errors = [l for l in captured.err.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1 and 'broken.jpg' in errors[0]
+  assert 'colorize: 20 of 21 images written' in captured.out
+  source = Image.open(inputs / 'a' / 'same.jpg')
+  assert Image.open(out / 'a' / 'same.png').size == source.size
+
+  # --side-by-side: gray input | colour, on a glob.
+  rc = pipeline_runner.main(['colorize', str(inputs / 'b' / 's*.jpg'), '--model',
+                             os.path.join(pipeline_root, 'serving'), '--out',
+                             str(tmp_path / 'pairs'), '--side-by-side'])
+  assert rc == 0
+  pair = Image.open(tmp_path / 'pairs' / 'same.png')
+  assert pair.size == (2 * Image.open(inputs / 'b' / 'same.jpg').width,
+                       Image.open(inputs / 'b' / 'same.jpg').height)

@@ -84,11 +84,9 @@ class ColorNet:
     gray = keras.Input([config.image_size, config.image_size, 1], name=features.GRAY)
     self.model = keras.Model(gray, self(gray)[0], name=role)
 
-  def __call__(self, gray, fuse: Optional[Callable] = None):
-    """Runs the blocks; `fuse(point, feature)` may replace each fusion-point feature.
-
-    Returns (colour output, {point: feature}).
-    """
+  def features(self, gray, fuse: Optional[Callable] = None) -> Dict[str, tf.Tensor]:
+    """Runs the blocks (not the head); `fuse(point, feature)` may replace each fusion-point
+    feature. Returns {point: feature}, in network order."""
     feats = {}
     x = gray
     for point, block in self.blocks.items():
@@ -96,7 +94,12 @@ class ColorNet:
       if fuse is not None:
         x = fuse(point, x)
       feats[point] = x
-    return self.head(x), feats
+    return feats
+
+  def __call__(self, gray, fuse: Optional[Callable] = None):
+    """Returns (colour output, {point: feature}); see `features`."""
+    feats = self.features(gray, fuse)
+    return self.head(feats[names.FUSION_POINTS[-1]]), feats
 
   @property
   def layers(self):
@@ -158,24 +161,35 @@ class FusionLayer(keras.layers.Layer):
     self.full_weights = _weight_generator(f'{self.name}_full')
     self.instance_weights = _weight_generator(f'{self.name}_instance')
 
+  def _grid(self, full):
+    """(batch, height, width, channels) of a feature map: static where known, since inside the
+    serving tf.cond grappler cannot fold tf.shape into the crop size (and logs an error per
+    CropAndResize)."""
+    dynamic = tf.shape(full)
+    return tuple(full.shape[i] if full.shape[i] is not None else dynamic[i] for i in range(4))
+
+  def _pasted(self, instance, boxes, height, width):
+    """Instance features with their weight logit (last channel), pasted into their boxes."""
+    return paste_into_frame(tf.concat([instance, self.instance_weights(instance)], axis=-1),
+                            boxes, height, width)
+
+  def _full_logits(self, full, union):
+    return self.full_weights(full) + BACKGROUND_BIAS * (1.0 - union)
+
   # Plain tensor code: autograph conversion (on by default for Layer.call) only costs graph-building
   # time, ~1.3 s per fusion point, through every nested Keras call.
   @tf.autograph.experimental.do_not_convert
   def mixing_weights(self, inputs):
-    """Returns ([B,K+1,h,w,1] softmax weights, [B,K+1,h,w,C] features to mix)."""
+    """Returns ([B,K+1,h,w,1] softmax weights, [B,K+1,h,w,C] features to mix), every K slot."""
     full, instance, boxes, mask = inputs
     k = self.max_boxes
-    shape = tf.shape(full)
-    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    batch, height, width, channels = self._grid(full)
     flat_boxes = tf.reshape(boxes, [-1, 4])
-    flat_mask = tf.reshape(mask, [-1])
-    pasted = paste_into_frame(
-        tf.concat([instance, self.instance_weights(instance)], axis=-1), flat_boxes, height, width)
-    cover = box_cover(flat_boxes, flat_mask, height, width)
+    pasted = self._pasted(instance, flat_boxes, height, width)
+    cover = box_cover(flat_boxes, tf.reshape(mask, [-1]), height, width)
     instance_logits = tf.where(cover > 0, pasted[..., -1:], OUTSIDE_LOGIT)
     union = tf.reduce_max(tf.reshape(cover, [batch, k, height, width, 1]), axis=1)
-    full_logits = self.full_weights(full) + BACKGROUND_BIAS * (1.0 - union)
-    logits = tf.concat([full_logits[:, None],
+    logits = tf.concat([self._full_logits(full, union)[:, None],
                         tf.reshape(instance_logits, [batch, k, height, width, 1])], axis=1)
     mixed = tf.concat([full[:, None],
                        tf.reshape(pasted[..., :-1], [batch, k, height, width, channels])], axis=1)
@@ -185,13 +199,39 @@ class FusionLayer(keras.layers.Layer):
     return exp / tf.reduce_sum(exp, axis=1, keepdims=True), mixed
 
   @tf.autograph.experimental.do_not_convert
+  def mix_real_slots(self, full, instance, boxes, mask, slots):
+    """The same mix with the features of the real slots only (instance [R,h,w,C], their flat
+    b*K+k indices `slots` [R]): every tensor is per real box, none per padding slot (serving)."""
+    batch, height, width, _ = self._grid(full)
+    image = slots // self.max_boxes  # which image each real box belongs to
+    real_boxes = tf.gather(tf.reshape(boxes, [-1, 4]), slots)
+    pasted = self._pasted(instance, real_boxes, height, width)
+    cover = box_cover(real_boxes, tf.gather(tf.reshape(mask, [-1]), slots), height, width)
+    instance_logits = tf.where(cover > 0, pasted[..., -1:], OUTSIDE_LOGIT)
+    union = tf.maximum(tf.math.unsorted_segment_max(cover, image, batch), 0.0)
+    full_logits = self._full_logits(full, union)
+    top = tf.maximum(full_logits, tf.math.unsorted_segment_max(instance_logits, image, batch))
+    full_exp = tf.exp(full_logits - top)
+    instance_exp = tf.exp(instance_logits - tf.gather(top, image))
+    total = full_exp + tf.math.unsorted_segment_sum(instance_exp, image, batch)
+    weights = instance_exp / tf.gather(total, image)
+    return full + tf.math.unsorted_segment_sum(
+        weights * (pasted[..., :-1] - tf.gather(full, image)), image, batch)
+
+  @tf.autograph.experimental.do_not_convert
   def call(self, inputs, training=None):
+    """inputs: [full [B,h,w,C], instance features of every slot [B*K,h,w,C], boxes [B,K,4],
+    box_mask [B,K]]; or with a fifth input `slots` [R], the instance features of those flat
+    b*K+k slots only [R,h,w,C] (see mix_real_slots)."""
     del training  # no dropout or batch norm in the fusion layer
-    weights, mixed = self.mixing_weights(inputs)
     full = inputs[0]
-    # full + sum_k w_k (f_k - full) equals sum_k w_k f_k (weights sum to 1), and is exactly `full`
-    # where every instance weight is 0: no boxes means the full-image net's output, bit for bit.
-    out = full + tf.reduce_sum(weights[:, 1:] * (mixed[:, 1:] - full[:, None]), axis=1)
+    if len(inputs) == 5:
+      out = self.mix_real_slots(*inputs)
+    else:
+      weights, mixed = self.mixing_weights(inputs)
+      # full + sum_k w_k (f_k - full) equals sum_k w_k f_k (weights sum to 1), and is exactly
+      # `full` where every instance weight is 0: no boxes means the full-image net's output.
+      out = full + tf.reduce_sum(weights[:, 1:] * (mixed[:, 1:] - full[:, None]), axis=1)
     out.set_shape(full.shape)
     return out
 
@@ -222,15 +262,44 @@ class FusionNet:
     }
     crops = tf.reshape(inputs[features.INSTANCE_GRAY], [-1, s, s, 1])
     _, instance_feats = instance(crops)
+    out = self._fused(inputs[features.GRAY], instance_feats, inputs[features.BOXES],
+                      inputs[features.BOX_MASK])
+    self.model = keras.Model(inputs, out, name='fusion')
+
+  def _fused(self, gray, instance_feats: Dict[str, tf.Tensor], boxes, box_mask, slots=None):
+    """The full-image net with the instance features mixed in at the fusion points: features of
+    every slot ([B*K,h,w,C] per point), or of the `slots` [R] only (see FusionLayer)."""
+    extra = [] if slots is None else [slots]
 
     def fuse(point, x):
       if point not in self.fusion_layers:
         return x
-      return self.fusion_layers[point](
-          [x, instance_feats[point], inputs[features.BOXES], inputs[features.BOX_MASK]])
+      return self.fusion_layers[point]([x, instance_feats[point], boxes, box_mask, *extra])
 
-    out, _ = full(inputs[features.GRAY], fuse=fuse)
-    self.model = keras.Model(inputs, out, name='fusion')
+    return self.full(gray, fuse=fuse)[0]
+
+  def fused_real_boxes(self, gray, crops, boxes, box_mask, slots) -> tf.Tensor:
+    """The fused output with the instance net run on `crops` [R,S,S,1] only, the crops of the
+    flat slots `slots` [R] (b*K+k) of the [B,K] boxes."""
+    # Features only: the instance head's colours are never mixed in.
+    return self._fused(gray, self.instance.features(crops), boxes, box_mask, slots)
+
+  @tf.autograph.experimental.do_not_convert
+  def predict_real_boxes(self, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """`model(inputs)` at the cost of the real boxes only (for serving).
+
+    The instance net, the fusion weight generators and the pastes run on the slots whose box_mask
+    is 1, never on padding slots (the mix gives padding weight exactly 0 in any case). With no real
+    box in the batch, only the full-image net runs (its output is then what the fused net gives,
+    bit for bit). A graph-level tf.cond: the SavedModel keeps fixed signatures, no Python logic.
+    """
+    gray, boxes, mask = inputs[features.GRAY], inputs[features.BOXES], inputs[features.BOX_MASK]
+    # Flat b*K+k indices of the real boxes.
+    slots = tf.cast(tf.where(tf.reshape(mask, [-1]) > 0)[:, 0], tf.int32)
+    crops = tf.gather(tf.reshape(inputs[features.INSTANCE_GRAY], [-1, *gray.shape[1:]]), slots)
+    return tf.cond(tf.size(slots) > 0,
+                   lambda: self.fused_real_boxes(gray, crops, boxes, mask, slots),
+                   lambda: self.full(gray)[0])
 
   def fusion_weights(self):
     return [w for layer in self.fusion_layers.values() for w in layer.weights]

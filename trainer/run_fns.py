@@ -44,18 +44,19 @@ def _load_weights(keras_model: keras.Model, upstream_serving_dir: str, net: str,
 
 def build_stage_model(fn_args: tfx.components.FnArgs, options: TrainerOptions,
                       full_model_dir: Optional[str] = None):
-  """Builds the stage's trainable keras.Model from upstream weights; returns (model, nets)."""
+  """The stage's net built from upstream weights: (its serving Colorizer, {net name: keras model
+  whose weights the stage writes}); `colorizer.keras_model` is what trains."""
   stage, config, out_dir = options.stage, options.net, fn_args.serving_model_dir
   if stage == names.FULL:
     full = model.ColorNet(config, 'full')
-    return full.model, {'full': full.model}
+    return serving.Colorizer(full.model, stage, config), {'full': full.model}
   if not fn_args.base_model:
     raise ValueError(f'{stage} stage needs the upstream model through {names.BASE_MODEL_KEY}')
   if stage == names.INSTANCE:
     instance = model.ColorNet(config, 'instance')
     _load_weights(instance.model, fn_args.base_model, 'full', stage)
     _save_weights(instance.model, out_dir, 'instance_initial')
-    return instance.model, {'instance': instance.model}
+    return serving.Colorizer(instance.model, stage, config), {'instance': instance.model}
   if not full_model_dir:
     raise ValueError(f'fusion stage needs the full Trainer model through the '
                      f'{names.FULL_MODEL_KEY} channel')
@@ -66,7 +67,9 @@ def build_stage_model(fn_args: tfx.components.FnArgs, options: TrainerOptions,
   instance.freeze()
   fusion = model.FusionNet(config, full, instance, options.fusion_points)
   _save_weights(fusion.model, out_dir, 'fusion_initial')
-  return fusion.model, {'full': full.model, 'instance': instance.model, 'fusion': fusion.model}
+  # Serving runs the instance net on real boxes only; training always sees K slots.
+  colorizer = serving.Colorizer(fusion.model, stage, config, predict=fusion.predict_real_boxes)
+  return colorizer, {'full': full.model, 'instance': instance.model, 'fusion': fusion.model}
 
 
 def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
@@ -91,7 +94,8 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
   def dataset(files, training):
     return data.make_dataset(files, spec, stage, config, batch_size, training)
 
-  keras_model, nets = build_stage_model(fn_args, options, full_model_dir)
+  colorizer, nets = build_stage_model(fn_args, options, full_model_dir)
+  keras_model = colorizer.keras_model
   model.compile_for_training(keras_model, config.color_space, schedule.learning_rate)
   logging.info('%s stage: %d trainable weights, %d train items, %d epochs x %d steps, batch %d',
                stage, len(keras_model.trainable_weights), train_count, schedule.epochs,
@@ -108,7 +112,7 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
                               names.HISTORY_FILE)
   with tf.io.gfile.GFile(history_path, 'w') as f:
     json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)
-  serving.export(keras_model, stage, config, tf_transform_output, fn_args.serving_model_dir)
+  serving.export(colorizer, tf_transform_output, fn_args.serving_model_dir)
 
 
 def run_full(fn_args: tfx.components.FnArgs) -> None:

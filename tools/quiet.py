@@ -1,0 +1,52 @@
+"""Quiet by default: drop log records below ERROR from everything that writes to stderr.
+
+TensorFlow's C++ code logs through absl (no environment variable silences it), and Beam's worker
+processes inherit this process's stderr and log at import time, before any level applies. So the
+filter sits on file descriptor 2 itself: a pipe whose reader thread drops the lines that are
+warning or info records and passes everything else (tracebacks, errors, our own lines) through.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import threading
+from typing import Iterator
+
+# Log records below ERROR, in the formats that reach stderr in a run.
+NOISE = re.compile(
+    r'^(?:(?:WARNING|INFO|DEBUG):[\w.]+:'  # Python logging's default format (Beam workers)
+    r'|[WI]\d{4} '  # absl / glog C++ lines: W0000 00:00:... or I1125 ...
+    r'|WARNING: All log messages before absl::InitializeLog'
+    r'|\d{4}-\d\d-\d\d [\d:.]+: [WI] '  # TensorFlow's classic C++ format
+    r')')
+
+
+@contextlib.contextmanager
+def quiet_stderr(enabled: bool = True) -> Iterator[None]:
+  """Within the block, stderr lines that are warning/info log records are dropped."""
+  if not enabled:
+    yield
+    return
+  sys.stderr.flush()
+  original = os.dup(2)
+  read_end, write_end = os.pipe()
+  os.dup2(write_end, 2)
+  os.close(write_end)
+
+  def forward() -> None:
+    with os.fdopen(read_end, 'rb') as lines, os.fdopen(os.dup(original), 'wb', 0) as out:
+      for line in lines:
+        if not NOISE.match(line.decode('utf-8', 'replace')):
+          out.write(line)
+
+  thread = threading.Thread(target=forward, daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(original, 2)  # closes the pipe's last write end: the reader sees EOF
+    os.close(original)
+    thread.join(timeout=10)

@@ -50,7 +50,8 @@ else
   UV="$TOOLS_DIR/bin/uv"
   if [ ! -x "$UV" ] || [ "$("$UV" --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
     echo "setup: installing uv $UV_VERSION into $TOOLS_DIR/"
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check --upgrade \
+    # -qq: errors only (pip's warnings about find-links and root are not ours to act on).
+    "$PYTHON" -m pip install -qq --disable-pip-version-check --upgrade \
       --target "$TOOLS_DIR" "uv==$UV_VERSION"
   fi
 fi

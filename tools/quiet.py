@@ -23,12 +23,25 @@ NOISE = re.compile(
     r')')
 
 
+def _drop_finalizer_noise(default_hook):
+  """An unraisablehook that ignores TensorFlow's AtomicFunction.__del__ failing at clean-up
+  (a known, harmless TypeError when a function is collected late); anything else is reported."""
+
+  def hook(unraisable) -> None:
+    if getattr(unraisable.object, '__qualname__', '') != 'AtomicFunction.__del__':
+      default_hook(unraisable)
+
+  return hook
+
+
 @contextlib.contextmanager
 def quiet_stderr(enabled: bool = True) -> Iterator[None]:
   """Within the block, stderr lines that are warning/info log records are dropped."""
   if not enabled:
     yield
     return
+  default_hook = sys.unraisablehook
+  sys.unraisablehook = _drop_finalizer_noise(default_hook)
   sys.stderr.flush()
   original = os.dup(2)
   read_end, write_end = os.pipe()
@@ -46,6 +59,7 @@ def quiet_stderr(enabled: bool = True) -> Iterator[None]:
   try:
     yield
   finally:
+    sys.unraisablehook = default_hook
     sys.stderr.flush()
     os.dup2(original, 2)  # closes the pipe's last write end: the reader sees EOF
     os.close(original)

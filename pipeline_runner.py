@@ -4,6 +4,7 @@
   python pipeline_runner.py colorize IMAGE... --model DIR [--boxes FILE | --detector HANDLE] --out DIR
   python pipeline_runner.py compile --image IMAGE --pipeline-root gs://... --data-dir gs://...
   python pipeline_runner.py lineage [--model latest|ARTIFACT_ID] [--json]
+  python pipeline_runner.py evaluate --model DIR --data-dir VOC_DIR [--split val] --out DIR
 """
 from __future__ import annotations
 
@@ -156,6 +157,24 @@ def cmd_colorize(args: argparse.Namespace) -> int:
   return 1 if outcome.failed else 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+  _set_log_levels(args.verbose)
+  from tools import colorize, evaluate, quiet
+
+  detector = (colorize.HubDetector(args.detector, args.score_threshold, args.max_detections)
+              if args.detector else None)
+  if not os.path.isdir(os.path.join(args.data_dir, 'JPEGImages')):
+    raise UsageError(f'{args.data_dir} has no JPEGImages/ folder; point --data-dir at a '
+                     'VOCdevkit year folder')
+  with quiet.quiet_stderr(not args.verbose):
+    result = evaluate.evaluate(args.model, args.data_dir, args.out, split=args.split,
+                               detector=detector)
+  print(evaluate.format_table(result))
+  print(f"wrote {os.path.join(args.out, 'metrics.json')}, per_image.csv and "
+        f"{len(result['gallery'])} gallery page(s) to {args.out}")
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   # Flags shared by `run` and `compile` (one definition each, through parent parsers).
   config_flags = argparse.ArgumentParser(add_help=False)
@@ -204,7 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
   trace.add_argument('--json', action='store_true', help='machine-readable output')
   trace.set_defaults(func=cmd_lineage)
 
-  paint = commands.add_parser('colorize', help='colorize images with a pushed model')
+  detector_flags = argparse.ArgumentParser(add_help=False)
+  detector_flags.add_argument('--score-threshold', type=float, default=0.7,
+                              help='detector boxes scoring at least this (default: %(default)s)')
+  detector_flags.add_argument('--max-detections', type=int, default=8)
+  detector_flags.add_argument('--verbose', action='store_true', help='TensorFlow logs')
+
+  paint = commands.add_parser('colorize', parents=[detector_flags],
+                              help='colorize images with a pushed model')
   paint.add_argument('images', nargs='+', metavar='IMAGE',
                      help='image files, folders (their images, recursively) or globs')
   paint.add_argument('--model', required=True,
@@ -215,14 +241,26 @@ def build_parser() -> argparse.ArgumentParser:
   boxes.add_argument('--detector', metavar='HANDLE',
                      help='tensorflow_hub handle or local SavedModel of a TF Object Detection API '
                           'detector (detection_boxes, detection_scores)')
-  paint.add_argument('--score-threshold', type=float, default=0.7)
-  paint.add_argument('--max-detections', type=int, default=8)
   paint.add_argument('--batch-size', type=int, default=8,
                      help='images per call of the model (default: %(default)s)')
   paint.add_argument('--side-by-side', action='store_true',
                      help='write gray input | colorized side by side')
-  paint.add_argument('--verbose', action='store_true', help='TensorFlow logs')
   paint.set_defaults(func=cmd_colorize)
+
+  score = commands.add_parser(
+      'evaluate', parents=[detector_flags],
+      help='score a pushed model on a VOC folder: gray baseline, full-image, fusion, truth')
+  score.add_argument('--model', required=True,
+                     help='pushed SavedModel folder, or the Pusher destination (newest version)')
+  score.add_argument('--data-dir', required=True, help='VOCdevkit year folder')
+  score.add_argument('--split', default='val',
+                     help='ImageSets/Main/<split>.txt; every image without it (default: %(default)s)')
+  score.add_argument('--detector', metavar='HANDLE',
+                     help='also score fusion with this detector\'s boxes (tensorflow_hub handle '
+                          'or local SavedModel)')
+  score.add_argument('--out', required=True,
+                     help='folder for metrics.json, per_image.csv and gallery pages')
+  score.set_defaults(func=cmd_evaluate)
   return parser
 
 

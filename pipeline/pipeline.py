@@ -19,7 +19,8 @@ from trainer.config import PipelineConfig
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-  """Colour metrics (trainer/metrics.py) on the val split; PSNR decides the blessing."""
+  """Colour metrics (trainer/metrics.py) on the val split; PSNR and its gain over the gray
+  baseline decide the blessing."""
 
   def metric(class_name, threshold=None, **extra):
     return tfma.MetricConfig(class_name=class_name, module=configs.METRICS_MODULE,
@@ -31,6 +32,9 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       change_threshold=tfma.GenericChangeThreshold(
           direction=tfma.MetricDirection.HIGHER_IS_BETTER,
           absolute={'value': -config.max_psnr_drop}))
+  # A model that outputs no colour scores exactly 0 here, and is never blessed.
+  gain_threshold = tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+      lower_bound={'value': config.min_psnr_gain}))
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(signature_name='evaluate', prediction_key='prediction',
                                   label_key='label',
@@ -38,6 +42,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       slicing_specs=[tfma.SlicingSpec()],
       metrics_specs=[tfma.MetricsSpec(metrics=[
           metric('PSNR', psnr_threshold),
+          metric('PSNRGainOverGray', gain_threshold),
           metric('SSIM'),
           metric('InstancePSNR'),
           metric('Colorfulness'),

@@ -75,3 +75,15 @@ def test_rgb_colour_space():
   label = _label(gray, target)
   assert _value(metrics.SSIM(color_space='rgb'), label, target) == pytest.approx(1.0, abs=1e-4)
   assert metrics.PSNR(color_space='rgb').get_config()['color_space'] == 'rgb'
+
+
+def test_psnr_gain_over_gray_is_zero_without_colour_and_positive_with_it():
+  gray, ab, _ = _lab_batch()
+  label = _label(gray, ab)
+  no_colour = np.zeros_like(ab)
+  assert _value(metrics.PSNRGainOverGray(), label, no_colour) == pytest.approx(0.0, abs=1e-4)
+  gain = _value(metrics.PSNRGainOverGray(), label, ab * 0.5)  # half the true colour
+  expected = (_value(metrics.PSNR(), label, ab * 0.5) - _value(metrics.PSNR(), label, no_colour))
+  assert gain == pytest.approx(expected, abs=1e-3) and gain > 1.0
+  # Colour that is wrong scores below the gray baseline.
+  assert _value(metrics.PSNRGainOverGray(), label, -ab) < 0

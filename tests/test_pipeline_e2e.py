@@ -550,3 +550,46 @@ def test_colorize_a_folder_with_a_corrupt_file(pipeline_root, tmp_path, capsys):
   pair = Image.open(tmp_path / 'pairs' / 'same.png')
   assert pair.size == (2 * Image.open(inputs / 'b' / 'same.jpg').width,
                        Image.open(inputs / 'b' / 'same.jpg').height)
+
+
+def test_a_model_without_colour_is_not_blessed(pipeline_root, tmp_path):
+  """The Evaluator's own config, run by TFMA on the real val photos, against a model with the
+  pipeline's signatures whose colour output is always 0: PSNR can be fine, the gain is exactly 0,
+  so it fails the min_psnr_gain gate (the change threshold needs a baseline and is left out)."""
+  import tensorflow_model_analysis as tfma
+  import tf_keras as keras
+
+  from trainer import serving
+
+  store = metadata.open_store(pipeline_root)
+  graph = tft.TFTransformOutput(metadata.latest_outputs(store, names.TRANSFORM)[
+      'transform_graph'][0].uri)
+  s, k = CONFIG.image_size, CONFIG.max_boxes
+  inputs = {features.GRAY: keras.Input([s, s, 1], name=features.GRAY),
+            features.INSTANCE_GRAY: keras.Input([k, s, s, 1], name=features.INSTANCE_GRAY),
+            features.BOXES: keras.Input([k, 4], name=features.BOXES),
+            features.BOX_MASK: keras.Input([k], name=features.BOX_MASK)}
+  no_colour = keras.layers.Lambda(lambda g: tf.concat([g, g], axis=-1) * 0.0)(inputs[features.GRAY])
+  model_dir = str(tmp_path / 'no_colour')
+  serving.export(serving.Colorizer(keras.Model(inputs, no_colour), names.FUSION,
+                                   CONFIG.net_config()), graph, model_dir)
+
+  config = CONFIG.replace(psnr_lower_bound=0.0, min_psnr_gain=0.01)
+  eval_config = pipeline_module.eval_config(config)
+  for metric in eval_config.metrics_specs[0].metrics:
+    metric.threshold.ClearField('change_threshold')
+  examples = metadata.latest_outputs(store, names.EXAMPLE_GEN)['examples'][0].uri
+  output = str(tmp_path / 'evaluation')
+  with mock.patch.object(sys, 'argv', sys.argv[:1]):
+    tfma.run_model_analysis(
+        eval_shared_model=tfma.default_eval_shared_model(model_dir, eval_config=eval_config),
+        eval_config=eval_config, data_location=os.path.join(examples, 'Split-val', '*'),
+        file_format='tfrecords', output_path=output)
+  validation = tfma.load_validation_result(output)
+  assert not validation.validation_ok
+  failed = {failure.metric_key.name for result in validation.metric_validations_per_slice
+            for failure in result.failures}
+  assert failed == {'psnr_gain_over_gray'}
+  metrics_by_name = {key: value['doubleValue'] for _, slices in tfma.load_eval_result(
+      output).slicing_metrics for key, value in slices[''][''].items()}
+  assert metrics_by_name['psnr_gain_over_gray'] == pytest.approx(0.0, abs=1e-4)

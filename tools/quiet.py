@@ -47,12 +47,20 @@ def quiet_stderr(enabled: bool = True) -> Iterator[None]:
   read_end, write_end = os.pipe()
   os.dup2(write_end, 2)
   os.close(write_end)
+  # Ends the reader at the block's end even if a process started inside it still holds the
+  # pipe (so EOF would not come).
+  sentinel = f'quiet-stderr-end-{os.getpid()}-{id(read_end)}\n'.encode()
 
   def forward() -> None:
     with os.fdopen(read_end, 'rb') as lines, os.fdopen(os.dup(original), 'wb', 0) as out:
       for line in lines:
+        if line == sentinel:
+          return
         if not NOISE.match(line.decode('utf-8', 'replace')):
-          out.write(line)
+          try:
+            out.write(line)
+          except OSError:  # keep draining: a writer must never block on a full pipe
+            pass
 
   thread = threading.Thread(target=forward, daemon=True)
   thread.start()
@@ -61,6 +69,7 @@ def quiet_stderr(enabled: bool = True) -> Iterator[None]:
   finally:
     sys.unraisablehook = default_hook
     sys.stderr.flush()
-    os.dup2(original, 2)  # closes the pipe's last write end: the reader sees EOF
+    os.write(2, sentinel)
+    thread.join()
+    os.dup2(original, 2)
     os.close(original)
-    thread.join(timeout=10)

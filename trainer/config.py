@@ -126,6 +126,7 @@ _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'instance': _stage,
     'fusion': _stage,
     'psnr_lower_bound': _number,
+    'min_psnr_gain': _number,
     'max_psnr_drop': lambda v, n: _number(v, n, non_negative=True),
     # StageConfig
     'epochs': lambda v, n: _integer(v, n, minimum=1),
@@ -167,9 +168,11 @@ class PipelineConfig:
   full: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
   instance: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
   fusion: StageConfig = StageConfig(epochs=30, batch_size=1, learning_rate=5e-5)
-  # Evaluator blessing: PSNR (dB, RGB 0..255, val split) at least this, and not more than
-  # `max_psnr_drop` below the latest blessed model.
+  # Evaluator blessing (val split, RGB 0..255): PSNR at least `psnr_lower_bound` dB, at least
+  # `min_psnr_gain` dB above the gray baseline of the same images (a model without colour is
+  # never blessed), and not more than `max_psnr_drop` below the latest blessed model.
   psnr_lower_bound: float = 20.0
+  min_psnr_gain: float = 0.5
   max_psnr_drop: float = 0.5
 
   def __post_init__(self):

@@ -99,6 +99,25 @@ class PSNR(_PerImageMean):
     return tf.image.psnr(truth, prediction, max_val=255.0)
 
 
+class PSNRGainOverGray(_ColourMetric):
+  """Mean per-image PSNR gain (dB) over the gray baseline of the same image (its own L, ab = 0):
+  what the predicted colour adds. 0 for a model that outputs no colour."""
+
+  def __init__(self, name: str = 'psnr_gain_over_gray', **kwargs):
+    super().__init__(name=name, **kwargs)
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    del sample_weight
+    y_true = tf.convert_to_tensor(y_true, tf.float32)
+    truth, prediction, _ = unpack(y_true, y_pred, self.color_space)
+    gray = y_true[..., :1]
+    baseline = to_rgb255(gray, tf.zeros_like(tf.concat([gray, gray], -1)), names.LAB)
+    gain = (tf.image.psnr(truth, prediction, max_val=255.0) -
+            tf.image.psnr(truth, baseline, max_val=255.0))
+    self.total.assign_add(tf.reduce_sum(gain))
+    self.count.assign_add(tf.cast(tf.size(gain), tf.float32))
+
+
 class SSIM(_PerImageMean):
   """Mean per-image SSIM in RGB on 0..255."""
 

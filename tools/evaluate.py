@@ -1,0 +1,216 @@
+"""evaluate: score a pushed SavedModel on any VOC folder, through its serving signature only.
+
+At each photo's full resolution, in RGB 0..255 against the photo itself:
+  gray baseline   the photo's own L with ab = 0 (what "no colour" scores)
+  full-image      serving_default without boxes
+  fusion (truth)  serving_default with the annotation's boxes
+  fusion (detector) with the boxes of a detector, when one is given
+PSNR and SSIM per image (mean over images), colourfulness CF of the outputs and of the truth,
+dCF = |mean CF(output) - mean CF(truth)|, instance PSNR over the pixels inside the annotated boxes
+(pooled over the set), and the share of photos with boxes where fusion beats full-image inside them.
+Photos the ExampleGen would reject (unreadable, gray, missing annotation, ...) are skipped, counted
+and listed with the same reasons.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import posixpath
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageDraw
+
+from components.voc_example_gen import voc
+from tools.colorize import HubDetector, resolve_model_dir
+from trainer import color, metrics, model
+
+GRAY, FULL, FUSION, DETECTOR = 'gray baseline', 'full-image', 'fusion (truth boxes)', \
+    'fusion (detector boxes)'
+GALLERY_ROWS = 4  # photos per gallery page
+PANEL_HEIGHT = 256  # pixels; each panel keeps its photo's aspect
+HEADER = 24  # pixels for the column titles
+COLUMNS = ('gray (L only)', 'full-image', 'fusion (truth boxes)', 'truth')
+
+
+@dataclasses.dataclass
+class Photo:
+  image_id: str
+  jpeg: bytes
+  boxes: np.ndarray  # [N, 4] normalised, from the annotation
+  truth: np.ndarray  # [H, W, 3] float RGB 0..255
+
+
+def _photos(data_dir: str, split: str):
+  """(kept photos, [(id, reason, detail)] skipped), read and validated like the ExampleGen."""
+  pattern = f'ImageSets/Main/{split}.txt'
+  if not tf.io.gfile.exists(posixpath.join(data_dir, pattern)):
+    pattern = 'JPEGImages/*'  # no list: every image of the folder
+  kept, skipped = [], []
+  for image_id in voc.list_split_ids(data_dir, pattern).ids:
+    result = voc.ingest_image(data_dir, image_id, split)
+    if result.example is None:
+      skipped.append((image_id, result.reason, result.detail))
+      continue
+    feature = result.example.features.feature
+    jpeg = feature['image/encoded'].bytes_list.value[0]
+    boxes = np.stack([feature[f'image/object/bbox/{k}'].float_list.value
+                      for k in ('ymin', 'xmin', 'ymax', 'xmax')], axis=-1).reshape(-1, 4)
+    truth = np.asarray(Image.open(io.BytesIO(jpeg)).convert('RGB'), np.float32)
+    kept.append(Photo(image_id, jpeg, boxes.astype(np.float32), truth))
+  return kept, skipped
+
+
+def _gray_baseline(truth: np.ndarray) -> np.ndarray:
+  l = color.lightness(truth / 255.0)
+  return color.lab_to_rgb(tf.concat([l, tf.zeros_like(l), tf.zeros_like(l)], -1)).numpy() * 255.0
+
+
+def _region(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+  """[H, W, 1]: 1 inside the union of the boxes."""
+  if not len(boxes):
+    return np.zeros([height, width, 1], np.float32)
+  cover = model.box_cover(tf.constant(boxes), tf.ones([len(boxes)]), height, width)
+  return tf.reduce_max(cover, axis=0).numpy()
+
+
+def _scores(truth: np.ndarray, output: np.ndarray, region: np.ndarray) -> Dict[str, float]:
+  t, o = tf.constant(truth[None]), tf.constant(output[None])
+  squared = np.square(truth - output)
+  return {'psnr': float(tf.image.psnr(t, o, max_val=255.0)[0]),
+          'ssim': float(tf.image.ssim(t, o, max_val=255.0)[0]),
+          'cf': float(metrics.colorfulness(o)[0]),
+          'cf_truth': float(metrics.colorfulness(t)[0]),
+          # Sums for the pooled instance PSNR.
+          'region_sse': float((squared * region).sum()),
+          'region_values': float(region.sum() * 3)}
+
+
+def _psnr_of(sse: float, count: float) -> Optional[float]:
+  return 10 * np.log10(255.0 ** 2 / (sse / count)) if count and sse else None
+
+
+def _panel(rgb: np.ndarray) -> Image.Image:
+  image = Image.fromarray(np.clip(np.round(rgb), 0, 255).astype(np.uint8))
+  return image.resize((max(1, round(image.width * PANEL_HEIGHT / image.height)), PANEL_HEIGHT))
+
+
+def _gallery_pages(rows: List[List[np.ndarray]], out_dir: str) -> List[str]:
+  """PNG pages of GALLERY_ROWS photos: gray | full-image | fusion | truth."""
+  paths = []
+  for first in range(0, len(rows), GALLERY_ROWS):
+    panels = [[_panel(p) for p in row] for row in rows[first:first + GALLERY_ROWS]]
+    width = max(sum(p.width for p in row) for row in panels)
+    page = Image.new('RGB', (width, HEADER + PANEL_HEIGHT * len(panels)), 'white')
+    draw = ImageDraw.Draw(page)
+    x = 0
+    for title, panel in zip(COLUMNS, panels[0]):
+      draw.text((x + 6, 6), title, fill='black')
+      x += panel.width
+    for r, row in enumerate(panels):
+      x = 0
+      for panel in row:
+        page.paste(panel, (x, HEADER + r * PANEL_HEIGHT))
+        x += panel.width
+    path = os.path.join(out_dir, f'gallery_{first // GALLERY_ROWS + 1:03d}.png')
+    page.save(path)
+    paths.append(path)
+  return paths
+
+
+def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
+             detector: Optional[HubDetector] = None) -> Dict:
+  """Writes metrics.json, per_image.csv and gallery pages to out_dir; returns the metrics."""
+  serve = tf.saved_model.load(resolve_model_dir(model_dir)).signatures['serving_default']
+  photos, skipped = _photos(data_dir, split)
+  if not photos:
+    raise ValueError(f'no readable photo in the {split} split of {data_dir} '
+                     f'({len(skipped)} skipped)')
+  variants = [GRAY, FULL, FUSION] + ([DETECTOR] if detector else [])
+  per_image, rows = [], []
+  for index, photo in enumerate(photos):
+    height, width = photo.truth.shape[:2]
+    region = _region(photo.boxes, height, width)
+
+    def colorized(boxes: np.ndarray) -> np.ndarray:
+      out = serve(images=tf.constant([photo.jpeg]),
+                  boxes=tf.constant(boxes[None], tf.float32, shape=[1, len(boxes), 4]))
+      return np.asarray(Image.open(io.BytesIO(out['colorized'].numpy()[0])), np.float32)
+
+    outputs = {GRAY: _gray_baseline(photo.truth), FULL: colorized(np.zeros([0, 4], np.float32)),
+               FUSION: colorized(photo.boxes)}
+    if detector:
+      outputs[DETECTOR] = colorized(detector(photo.jpeg))
+    per_image.append({'image_id': photo.image_id, 'boxes': len(photo.boxes),
+                      **{v: _scores(photo.truth, outputs[v], region) for v in variants}})
+    rows.append([outputs[GRAY], outputs[FULL], outputs[FUSION], photo.truth])
+    print(f'  [{index + 1}/{len(photos)}] {photo.image_id}', flush=True)
+
+  table = {}
+  for variant in variants:
+    scores = [image[variant] for image in per_image]
+    cf = float(np.mean([s['cf'] for s in scores]))
+    cf_truth = float(np.mean([s['cf_truth'] for s in scores]))
+    table[variant] = {
+        'PSNR': float(np.mean([s['psnr'] for s in scores])),
+        'SSIM': float(np.mean([s['ssim'] for s in scores])),
+        'CF': cf, 'dCF': abs(cf - cf_truth),
+        'instance PSNR': _psnr_of(sum(s['region_sse'] for s in scores),
+                                  sum(s['region_values'] for s in scores))}
+  with_boxes = [image for image in per_image if image['boxes']]
+  wins = sum(image[FUSION]['region_sse'] < image[FULL]['region_sse'] for image in with_boxes)
+  result = {
+      'model': resolve_model_dir(model_dir), 'data_dir': data_dir, 'split': split,
+      'images': len(photos), 'skipped': len(skipped),
+      'skipped_images': [{'image_id': i, 'reason': r, 'detail': d} for i, r, d in skipped],
+      'metrics': table,
+      'fusion_beats_full_in_boxes': {'photos_with_boxes': len(with_boxes), 'fusion_better': wins,
+                                     'share': wins / len(with_boxes) if with_boxes else None},
+      'psnr_gain_over_gray': {v: table[v]['PSNR'] - table[GRAY]['PSNR'] for v in variants[1:]},
+  }
+  tf.io.gfile.makedirs(out_dir)
+  with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
+    json.dump(result, f, indent=2)
+  _write_csv(per_image, variants, os.path.join(out_dir, 'per_image.csv'))
+  result['gallery'] = _gallery_pages(rows, out_dir)
+  return result
+
+
+def _write_csv(per_image: List[Dict], variants: Sequence[str], path: str) -> None:
+  columns = ('psnr', 'ssim', 'cf', 'cf_truth')
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['image_id', 'boxes'] + [f'{v}: {c}' for v in variants for c in columns] +
+                    [f'{v}: instance psnr' for v in variants])
+    for image in per_image:
+      writer.writerow([image['image_id'], image['boxes']] +
+                      [f'{image[v][c]:.4f}' for v in variants for c in columns] +
+                      [_format(_psnr_of(image[v]['region_sse'], image[v]['region_values']))
+                       for v in variants])
+
+
+def _format(value: Optional[float]) -> str:
+  return '' if value is None else f'{value:.4f}'
+
+
+def format_table(result: Dict) -> str:
+  names = ('PSNR', 'SSIM', 'CF', 'dCF', 'instance PSNR')
+  lines = [f"{result['images']} photos of {result['data_dir']} ({result['split']}), full "
+           f"resolution, RGB 0-255; {result['skipped']} skipped", '',
+           '| variant | ' + ' | '.join(names) + ' |', '|---' * (len(names) + 1) + '|']
+  for variant, row in result['metrics'].items():
+    lines.append(f'| {variant} | ' + ' | '.join(
+        '-' if row[n] is None else f'{row[n]:.3f}' for n in names) + ' |')
+  wins = result['fusion_beats_full_in_boxes']
+  if wins['photos_with_boxes']:
+    lines.append(f"fusion beats full-image inside the boxes on {wins['fusion_better']} of "
+                 f"{wins['photos_with_boxes']} photos ({100 * wins['share']:.0f}%)")
+  lines.append('PSNR gain over gray: ' + ', '.join(
+      f'{v} {g:+.2f} dB' for v, g in result['psnr_gain_over_gray'].items()))
+  for skipped in result['skipped_images'][:10]:
+    lines.append(f"  skipped {skipped['image_id']}: {skipped['reason']}: {skipped['detail']}")
+  return '\n'.join(lines)

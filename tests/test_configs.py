@@ -47,7 +47,7 @@ def test_fusion_points_only_reach_the_fusion_stage():
       configs.get_config('tiny').trainer_options('full').to_dict())
   with pytest.raises(ConfigError, match='fusion stage only'):
     TrainerOptions(stage='full', net=config.net_config(), schedule=config.full,
-                   fusion_points=('conv1_2',))
+                   fusion_points=('conv1_2',), flip_augmentation=False)
 
 
 def test_overrides_are_checked():
@@ -75,6 +75,7 @@ def test_overrides_are_checked():
     ('width', 0, 'width must be > 0'),
     ('include_difficult', 'yes', 'include_difficult must be True or False'),
     ('jpeg_quality', 101, 'jpeg_quality must be in 1..100'),
+    ('flip_augmentation', 1, 'flip_augmentation must be True or False'),
     ('full.epochs', 0, 'full.epochs must be >= 1'),
     ('fusion.learning_rate', -1e-4, 'fusion.learning_rate must be > 0'),
     ('instance.steps', 5, 'instance: unknown schedule fields'),

@@ -114,6 +114,7 @@ _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'max_boxes': lambda v, n: _integer(v, n, minimum=1),
     'color_space': lambda v, n: _choice(v, n, names.COLOR_SPACES),
     'include_difficult': _flag,
+    'flip_augmentation': _flag,
     'width': lambda v, n: _number(v, n, positive=True),
     'fusion_points': _fusion_points,
     'split_mode': lambda v, n: _choice(v, n, names.SPLIT_MODES),
@@ -164,6 +165,8 @@ class PipelineConfig:
   max_annotation_bytes: int = 1024 * 1024
   jpeg_quality: int = 95  # when a PNG or CMYK image is re-encoded
   grayscale_tolerance: int = 2  # channels never further apart than this (0..255): no colour
+  # Training: mirror a random half of the training items left-right (images, crops and boxes).
+  flip_augmentation: bool = False
   # Trainer schedules (the official code's).
   full: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
   instance: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
@@ -212,7 +215,8 @@ class PipelineConfig:
   def trainer_options(self, stage: str) -> 'TrainerOptions':
     # Only stage 3 has fusion points; in stages 1-2 they would only break the cache key.
     return TrainerOptions(stage=stage, net=self.net_config(), schedule=self.schedule(stage),
-                          fusion_points=self.fusion_points if stage == names.FUSION else ())
+                          fusion_points=self.fusion_points if stage == names.FUSION else (),
+                          flip_augmentation=self.flip_augmentation)
 
 
 # --- views ----------------------------------------------------------------------------------------
@@ -280,11 +284,13 @@ class ImageLayout(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class TrainerOptions(_View):
-  """One Trainer's custom_config: its stage, the nets, its schedule, the fusion points (stage 3)."""
+  """One Trainer's custom_config: its stage, the nets, its schedule, the fusion points (stage 3),
+  and whether training items are mirrored."""
   stage: str
   net: NetConfig
   schedule: StageConfig
   fusion_points: Tuple[str, ...]
+  flip_augmentation: bool
 
   def __post_init__(self):
     _choice(self.stage, 'stage', names.STAGES)
@@ -297,3 +303,4 @@ class TrainerOptions(_View):
       raise ConfigError(f'fusion_points belong to the fusion stage only, not {self.stage!r}')
     else:
       object.__setattr__(self, 'fusion_points', ())
+    _flag(self.flip_augmentation, 'flip_augmentation')

@@ -41,13 +41,37 @@ def steps_for(count: int, batch_size: int) -> int:
   return max(1, math.ceil(count / batch_size))
 
 
+def mirror(inputs, target):
+  """One (inputs, target) item of any stage, mirrored left-right: every image along its width
+  (axis -2 of [S,S,C] and [K,S,S,1]) and, for the fusion stage, the real boxes' x coordinates."""
+  target = tf.reverse(target, [-2])
+  if not isinstance(inputs, dict):
+    return tf.reverse(inputs, [-2]), target
+  ymin, xmin, ymax, xmax = tf.unstack(inputs[features.BOXES], axis=-1)
+  mirrored_boxes = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
+  real = inputs[features.BOX_MASK][..., None] > 0
+  return {**inputs,
+          features.GRAY: tf.reverse(inputs[features.GRAY], [-2]),
+          features.INSTANCE_GRAY: tf.reverse(inputs[features.INSTANCE_GRAY], [-2]),
+          features.BOXES: tf.where(real, mirrored_boxes, inputs[features.BOXES])}, target
+
+
+def _random_mirror(inputs, target):
+  """`mirror` for half of the items."""
+  flip = tf.random.uniform([]) < 0.5
+  return tf.nest.map_structure(lambda mirrored, kept: tf.where(flip, mirrored, kept),
+                               mirror(inputs, target), (inputs, target))
+
+
 def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, net: NetConfig,
-                 batch_size: int, training: bool, seed: int = 0) -> tf.data.Dataset:
+                 batch_size: int, training: bool, seed: int = 0,
+                 flip_augmentation: bool = False) -> tf.data.Dataset:
   """(inputs, target) batches for `stage`.
 
   full: gray -> target of whole frames. instance: each real box crop (padding slots dropped) ->
   its target. fusion: {gray, instance_gray, boxes, box_mask} -> target, images with boxes only
   (without boxes the fused net is the full net and the fusion weights get no gradient).
+  `flip_augmentation` (training only) mirrors a random half of the items left-right.
   """
   if stage not in names.STAGES:
     raise ValueError(f'stage must be one of {names.STAGES}, not {stage!r}')
@@ -81,6 +105,8 @@ def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, n
                                         features.BOX_MASK)}, decoded[features.TARGET])
     items = parsed.filter(lambda f: tf.reduce_sum(f[features.BOX_MASK]) > 0).map(
         to_fusion, num_parallel_calls=tf.data.AUTOTUNE)
+  if training and flip_augmentation:
+    items = items.map(_random_mirror, num_parallel_calls=tf.data.AUTOTUNE)
   batches = items.batch(batch_size)
   if training:
     batches = batches.repeat()

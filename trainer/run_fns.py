@@ -92,7 +92,8 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
   steps = schedule.steps_per_epoch or data.steps_for(train_count, batch_size)
 
   def dataset(files, training):
-    return data.make_dataset(files, spec, stage, config, batch_size, training)
+    return data.make_dataset(files, spec, stage, config, batch_size, training,
+                             flip_augmentation=options.flip_augmentation)
 
   colorizer, nets = build_stage_model(fn_args, options, full_model_dir)
   keras_model = colorizer.keras_model

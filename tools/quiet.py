@@ -21,17 +21,24 @@ NOISE = re.compile(
     r'|WARNING: All log messages before absl::InitializeLog'
     r'|\d{4}-\d\d-\d\d [\d:.]+: [WI] '  # TensorFlow's classic C++ format
     r')')
+# TensorFlow's AtomicFunction.__del__ failing at interpreter clean-up (a known, harmless TypeError,
+# in this process or a Beam worker): the header, its traceback and the exception line are dropped.
+FINALIZER_NOISE = 'Exception ignored in: <function AtomicFunction.__del__'
 
 
-def _drop_finalizer_noise(default_hook):
-  """An unraisablehook that ignores TensorFlow's AtomicFunction.__del__ failing at clean-up
-  (a known, harmless TypeError when a function is collected late); anything else is reported."""
-
-  def hook(unraisable) -> None:
-    if getattr(unraisable.object, '__qualname__', '') != 'AtomicFunction.__del__':
-      default_hook(unraisable)
-
-  return hook
+def _filtered(lines: Iterator[str]) -> Iterator[str]:
+  """The lines that are not noise."""
+  in_finalizer_block = False
+  for line in lines:
+    if line.startswith(FINALIZER_NOISE):
+      in_finalizer_block = True
+      continue
+    if in_finalizer_block:
+      # Traceback lines are 'Traceback ...' or indented; the exception line ends the block.
+      in_finalizer_block = line.startswith(('Traceback', ' '))
+      continue
+    if not NOISE.match(line):
+      yield line
 
 
 @contextlib.contextmanager
@@ -40,8 +47,6 @@ def quiet_stderr(enabled: bool = True) -> Iterator[None]:
   if not enabled:
     yield
     return
-  default_hook = sys.unraisablehook
-  sys.unraisablehook = _drop_finalizer_noise(default_hook)
   sys.stderr.flush()
   original = os.dup(2)
   read_end, write_end = os.pipe()
@@ -52,22 +57,19 @@ def quiet_stderr(enabled: bool = True) -> Iterator[None]:
   sentinel = f'quiet-stderr-end-{os.getpid()}-{id(read_end)}\n'.encode()
 
   def forward() -> None:
-    with os.fdopen(read_end, 'rb') as lines, os.fdopen(os.dup(original), 'wb', 0) as out:
-      for line in lines:
-        if line == sentinel:
-          return
-        if not NOISE.match(line.decode('utf-8', 'replace')):
-          try:
-            out.write(line)
-          except OSError:  # keep draining: a writer must never block on a full pipe
-            pass
+    with os.fdopen(read_end, 'rb') as pipe, os.fdopen(os.dup(original), 'wb', 0) as out:
+      lines = (line.decode('utf-8', 'replace') for line in iter(pipe.readline, sentinel))
+      for line in _filtered(lines):
+        try:
+          out.write(line.encode('utf-8'))
+        except OSError:  # keep draining: a writer must never block on a full pipe
+          pass
 
   thread = threading.Thread(target=forward, daemon=True)
   thread.start()
   try:
     yield
   finally:
-    sys.unraisablehook = default_hook
     sys.stderr.flush()
     os.write(2, sentinel)
     thread.join()

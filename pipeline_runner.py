@@ -44,6 +44,23 @@ def _config(args: argparse.Namespace) -> configs.PipelineConfig:
   return configs.get_config(args.preset, **_parse_overrides(args.set))
 
 
+def _voc_folder(path: str) -> str:
+  """A local VOCdevkit year folder (one with JPEGImages/), as an absolute path."""
+  path = os.path.abspath(path)
+  if not os.path.isdir(os.path.join(path, 'JPEGImages')):
+    raise UsageError(f'{path} has no JPEGImages/ folder; point --data-dir at a VOCdevkit year '
+                     'folder such as VOCdevkit/VOC2012')
+  return path
+
+
+def _detector(args: argparse.Namespace):
+  """The --detector of colorize/evaluate, or None."""
+  if not args.detector:
+    return None
+  from tools import colorize
+  return colorize.HubDetector(args.detector, args.score_threshold, args.max_detections)
+
+
 def _failed_components(pipeline_root: str) -> List[str]:
   """Components whose latest execution failed, from ML Metadata (empty if there is none yet)."""
   from ml_metadata.proto import metadata_store_pb2
@@ -74,11 +91,7 @@ def _set_log_levels(verbose: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
   config = _config(args)
-  remote = '://' in args.data_dir
-  data_root = args.data_dir if remote else os.path.abspath(args.data_dir)
-  if not remote and not os.path.isdir(os.path.join(data_root, 'JPEGImages')):
-    raise UsageError(f'{data_root} has no JPEGImages/ folder; point --data-dir at a VOCdevkit '
-                     'year folder such as VOCdevkit/VOC2012')
+  data_root = args.data_dir if '://' in args.data_dir else _voc_folder(args.data_dir)
   pipeline_root = os.path.abspath(args.pipeline_root)
   os.makedirs(pipeline_root, exist_ok=True)
 
@@ -147,8 +160,7 @@ def cmd_colorize(args: argparse.Namespace) -> int:
   _set_log_levels(args.verbose)
   from tools import colorize, quiet
 
-  detector = (colorize.HubDetector(args.detector, args.score_threshold, args.max_detections)
-              if args.detector else None)
+  detector = _detector(args)
   boxes = colorize.load_boxes_file(args.boxes) if args.boxes else None
   with quiet.quiet_stderr(not args.verbose):
     outcome = colorize.colorize_files(args.model, args.images, args.out, boxes=boxes,
@@ -159,15 +171,12 @@ def cmd_colorize(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
   _set_log_levels(args.verbose)
-  from tools import colorize, evaluate, quiet
+  from tools import evaluate, quiet
 
-  detector = (colorize.HubDetector(args.detector, args.score_threshold, args.max_detections)
-              if args.detector else None)
-  if not os.path.isdir(os.path.join(args.data_dir, 'JPEGImages')):
-    raise UsageError(f'{args.data_dir} has no JPEGImages/ folder; point --data-dir at a '
-                     'VOCdevkit year folder')
+  data_dir = _voc_folder(args.data_dir)
+  detector = _detector(args)
   with quiet.quiet_stderr(not args.verbose):
-    result = evaluate.evaluate(args.model, args.data_dir, args.out, split=args.split,
+    result = evaluate.evaluate(args.model, data_dir, args.out, split=args.split,
                                detector=detector)
   print(evaluate.format_table(result))
   print(f"wrote {os.path.join(args.out, 'metrics.json')}, per_image.csv and "
@@ -223,13 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
   trace.add_argument('--json', action='store_true', help='machine-readable output')
   trace.set_defaults(func=cmd_lineage)
 
-  detector_flags = argparse.ArgumentParser(add_help=False)
-  detector_flags.add_argument('--score-threshold', type=float, default=0.7,
+  # Flags shared by `colorize` and `evaluate`, which run a pushed model.
+  model_flags = argparse.ArgumentParser(add_help=False)
+  model_flags.add_argument('--score-threshold', type=float, default=0.7,
                               help='detector boxes scoring at least this (default: %(default)s)')
-  detector_flags.add_argument('--max-detections', type=int, default=8)
-  detector_flags.add_argument('--verbose', action='store_true', help='TensorFlow logs')
+  model_flags.add_argument('--max-detections', type=int, default=8)
+  model_flags.add_argument('--verbose', action='store_true', help='TensorFlow logs')
 
-  paint = commands.add_parser('colorize', parents=[detector_flags],
+  paint = commands.add_parser('colorize', parents=[model_flags],
                               help='colorize images with a pushed model')
   paint.add_argument('images', nargs='+', metavar='IMAGE',
                      help='image files, folders (their images, recursively) or globs')
@@ -248,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
   paint.set_defaults(func=cmd_colorize)
 
   score = commands.add_parser(
-      'evaluate', parents=[detector_flags],
+      'evaluate', parents=[model_flags],
       help='score a pushed model on a VOC folder: gray baseline, full-image, fusion, truth')
   score.add_argument('--model', required=True,
                      help='pushed SavedModel folder, or the Pusher destination (newest version)')

@@ -593,3 +593,40 @@ def test_a_model_without_colour_is_not_blessed(pipeline_root, tmp_path):
   metrics_by_name = {key: value['doubleValue'] for _, slices in tfma.load_eval_result(
       output).slicing_metrics for key, value in slices[''][''].items()}
   assert metrics_by_name['psnr_gain_over_gray'] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_evaluate_command_scores_a_voc_folder(pipeline_root, tmp_path, capsys):
+  """evaluate on the sample's val split plus a corrupt photo: the table, metrics.json, one CSV row
+  per scored photo, gallery pages, and the corrupt photo skipped with the ExampleGen's reason."""
+  import csv
+  import json
+
+  from PIL import Image
+
+  import pipeline_runner
+
+  data = copy_voc(SAMPLE, str(tmp_path / 'VOC2007'))
+  with open(os.path.join(data, 'JPEGImages', 'broken.jpg'), 'wb') as f:
+    f.write(b'\xff\xd8\xff\xe0 no JPEG body')
+  shutil.copy(os.path.join(data, 'Annotations', 'rocket.xml'),
+              os.path.join(data, 'Annotations', 'broken.xml'))
+  with open(os.path.join(data, 'ImageSets', 'Main', 'val.txt'), 'a') as f:
+    f.write('broken\n')
+  out = tmp_path / 'scores'
+  assert pipeline_runner.main(['evaluate', '--model', os.path.join(pipeline_root, 'serving'),
+                               '--data-dir', data, '--out', str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert '| fusion (truth boxes) |' in printed and 'PSNR gain over gray' in printed
+  result = json.loads((out / 'metrics.json').read_text())
+  assert (result['images'], result['skipped']) == (4, 1)
+  assert result['skipped_images'][0]['image_id'] == 'broken'
+  assert result['skipped_images'][0]['reason'] == 'corrupt_image'
+  assert list(result['metrics']) == ['gray baseline', 'full-image', 'fusion (truth boxes)']
+  assert result['metrics']['gray baseline']['CF'] < 0.5  # ab = 0 has no colour
+  # grace_hopper and motorcycle_right have boxes; rocket and flower have none.
+  assert result['fusion_beats_full_in_boxes']['photos_with_boxes'] == 2
+  with open(out / 'per_image.csv') as f:
+    assert [row['image_id'] for row in csv.DictReader(f)] == [
+        'grace_hopper', 'motorcycle_right', 'rocket', 'flower']
+  page = Image.open(out / 'gallery_001.png')
+  assert page.height > 4 * 200  # four photos, readable size

@@ -134,20 +134,19 @@ def _one_line(error: Exception) -> str:
   return f'{type(error).__name__}: {message}'[:300]
 
 
-class _Serving:
-  """The pushed model's serving_default on batches; boxes padded to the batch's longest list."""
+class Serving:
+  """A pushed model's serving_default on batches of image bytes, each with its own boxes."""
 
   def __init__(self, model_dir: str):
-    self._signature = tf.saved_model.load(resolve_model_dir(model_dir)).signatures[
-        'serving_default']
+    self.model_dir = resolve_model_dir(model_dir)
+    self._signature = tf.saved_model.load(self.model_dir).signatures['serving_default']
 
-  def __call__(self, jobs: Sequence[_Job]) -> List[bytes]:
-    most = max(len(j.boxes) for j in jobs)
-    boxes = np.zeros([len(jobs), most, 4], np.float32)  # zero-area rows are padding
-    for i, job in enumerate(jobs):
-      boxes[i, :len(job.boxes)] = job.boxes
-    outputs = self._signature(images=tf.constant([j.image_bytes for j in jobs]),
-                              boxes=tf.constant(boxes))
+  def __call__(self, images: Sequence[bytes], boxes: Sequence[Boxes]) -> List[bytes]:
+    """Colorized PNGs; the box lists are padded to the longest with zero-area rows."""
+    padded = np.zeros([len(images), max(len(b) for b in boxes), 4], np.float32)
+    for i, image_boxes in enumerate(boxes):
+      padded[i, :len(image_boxes)] = image_boxes
+    outputs = self._signature(images=tf.constant(list(images)), boxes=tf.constant(padded))
     return list(outputs['colorized'].numpy())
 
 
@@ -162,7 +161,11 @@ def colorize_files(model_dir: str, inputs: Sequence[str], out_dir: str,
   for item, problem in problems:
     print(f'error: {item}: {problem}', file=sys.stderr, flush=True)
   names = output_names(paths, out_dir)
-  serve = _Serving(model_dir) if paths else None
+  model = Serving(model_dir) if paths else None
+
+  def serve(jobs: Sequence[_Job]) -> List[bytes]:
+    return model([j.image_bytes for j in jobs], [j.boxes for j in jobs])
+
   written: List[str] = []
   start = time.perf_counter()
   few = len(paths) <= FEW_IMAGES

@@ -26,7 +26,7 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from components.voc_example_gen import voc
-from tools.colorize import HubDetector, resolve_model_dir
+from tools.colorize import HubDetector, Serving
 from trainer import color, metrics, model
 
 GRAY, FULL, FUSION, DETECTOR = 'gray baseline', 'full-image', 'fusion (truth boxes)', \
@@ -125,7 +125,7 @@ def _gallery_pages(rows: List[List[np.ndarray]], out_dir: str) -> List[str]:
 def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
              detector: Optional[HubDetector] = None) -> Dict:
   """Writes metrics.json, per_image.csv and gallery pages to out_dir; returns the metrics."""
-  serve = tf.saved_model.load(resolve_model_dir(model_dir)).signatures['serving_default']
+  serve = Serving(model_dir)
   photos, skipped = _photos(data_dir, split)
   if not photos:
     raise ValueError(f'no readable photo in the {split} split of {data_dir} '
@@ -137,9 +137,8 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
     region = _region(photo.boxes, height, width)
 
     def colorized(boxes: np.ndarray) -> np.ndarray:
-      out = serve(images=tf.constant([photo.jpeg]),
-                  boxes=tf.constant(boxes[None], tf.float32, shape=[1, len(boxes), 4]))
-      return np.asarray(Image.open(io.BytesIO(out['colorized'].numpy()[0])), np.float32)
+      png = serve([photo.jpeg], [boxes])[0]
+      return np.asarray(Image.open(io.BytesIO(png)), np.float32)
 
     outputs = {GRAY: _gray_baseline(photo.truth), FULL: colorized(np.zeros([0, 4], np.float32)),
                FUSION: colorized(photo.boxes)}
@@ -164,7 +163,7 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
   with_boxes = [image for image in per_image if image['boxes']]
   wins = sum(image[FUSION]['region_sse'] < image[FULL]['region_sse'] for image in with_boxes)
   result = {
-      'model': resolve_model_dir(model_dir), 'data_dir': data_dir, 'split': split,
+      'model': serve.model_dir, 'data_dir': data_dir, 'split': split,
       'images': len(photos), 'skipped': len(skipped),
       'skipped_images': [{'image_id': i, 'reason': r, 'detail': d} for i, r, d in skipped],
       'metrics': table,

@@ -82,6 +82,12 @@ def node_id(store: metadata_store.MetadataStore, execution: metadata_store_pb2.E
   return '?'
 
 
+def is_resolver(store: metadata_store.MetadataStore,
+                execution: metadata_store_pb2.Execution) -> bool:
+  """Resolvers only look artifacts up (on every run): no component a user waits for or caches."""
+  return store.get_execution_types_by_id([execution.type_id])[0].name.endswith('Resolver')
+
+
 def latest_executions(store: metadata_store.MetadataStore
                       ) -> Dict[str, metadata_store_pb2.Execution]:
   """node id -> its newest execution, for every node that ran an executor (no resolvers)."""
@@ -91,7 +97,7 @@ def latest_executions(store: metadata_store.MetadataStore
     if not executions:
       continue
     execution = max(executions, key=lambda e: e.id)
-    if store.get_execution_types_by_id([execution.type_id])[0].name.endswith('Resolver'):
-      continue  # resolvers look up artifacts on every run; there is nothing to cache
+    if is_resolver(store, execution):
+      continue
     latest[context.name.split('.', 1)[-1]] = execution
   return latest

@@ -54,9 +54,7 @@ class ComponentProgress:
 
   def _node(self, store, execution) -> Optional[str]:
     if execution.id not in self._nodes:
-      type_name = store.get_execution_types_by_id([execution.type_id])[0].name
-      # Resolvers only look artifacts up; they are not components a user waits for.
-      self._nodes[execution.id] = (None if type_name.endswith('Resolver')
+      self._nodes[execution.id] = (None if metadata.is_resolver(store, execution)
                                    else metadata.node_id(store, execution))
     return self._nodes[execution.id]
 

@@ -3,6 +3,7 @@
   python pipeline_runner.py run [--preset cpu] [--data-dir VOCdevkit/VOC2012] [--pipeline-root DIR]
   python pipeline_runner.py colorize IMAGE... --model DIR [--boxes FILE | --detector HANDLE] --out DIR
   python pipeline_runner.py compile --image IMAGE --pipeline-root gs://... --data-dir gs://...
+  python pipeline_runner.py replay pipeline.json --pipeline-root DIR
   python pipeline_runner.py lineage [--model latest|ARTIFACT_ID] [--json]
   python pipeline_runner.py evaluate --model DIR --data-dir VOC_DIR [--split val] --out DIR
 """
@@ -127,8 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
   """Kubeflow Pipelines V2 / Vertex AI spec, from the same create_pipeline as a local run."""
   config = _config(args)
-  from tfx import v1 as tfx
-
+  from pipeline import kubeflow
   from pipeline import pipeline as pipeline_module
 
   tfx_pipeline = pipeline_module.create_pipeline(
@@ -136,12 +136,30 @@ def cmd_compile(args: argparse.Namespace) -> int:
       beam_pipeline_args=list(args.beam_arg),
       serving_model_dir=args.serving_dir or f'{args.pipeline_root}/serving_model',
       schema_dir=f'{args.container_root}/schema')
-  runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-      config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=args.image),
-      output_dir=os.path.dirname(os.path.abspath(args.output)),
-      output_filename=os.path.basename(args.output))
-  runner.run(tfx_pipeline, write_out=True)
+  kubeflow.compile_spec(tfx_pipeline, args.image, args.output)
   print(f'wrote {args.output} (image {args.image}, pipeline root {args.pipeline_root})')
+  return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+  """Runs a compiled spec locally, each task through the image's entrypoint (tools/replay.py)."""
+  if not os.path.isfile(args.spec):
+    raise UsageError(f'{args.spec} is not a file; write one with `pipeline_runner.py compile`')
+  from tools import replay
+
+  try:
+    runs = replay.Replay(args.spec, args.pipeline_root, dockerfile=args.dockerfile).run()
+  except replay.ReplayError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  counts = {status: sum(r.status == status for r in runs) for status in ('ran', 'cached',
+                                                                          'resolved')}
+  print('replay done: ' + ', '.join(f'{n} {status}' for status, n in counts.items()))
+  for run in runs:
+    for artifact in run.outputs.get('pushed_model', []):
+      metadata = artifact.get('metadata', {})
+      print(f'pushed: {metadata.get("pushed_destination")}' if metadata.get('pushed')
+            else 'not pushed (the Evaluator did not bless the model)')
   return 0
 
 
@@ -224,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
   compile_.add_argument('--container-root', default='/instcolor',
                         help='where the project lives inside the image (default: %(default)s)')
   compile_.set_defaults(func=cmd_compile)
+
+  replay = commands.add_parser(
+      'replay', help='run a compiled spec locally, task by task, as its container image would')
+  replay.add_argument('spec', help='the JSON written by `compile` (compile it with local '
+                                   '--pipeline-root and --data-dir to replay it here)')
+  replay.add_argument('--pipeline-root', required=True,
+                      help='local folder for the tasks\' outputs (stands for the job\'s root)')
+  replay.add_argument('--dockerfile', default=os.path.join(os.path.dirname(
+      os.path.abspath(__file__)), 'Dockerfile'), help='the image recipe (default: ./Dockerfile)')
+  replay.set_defaults(func=cmd_replay)
 
   trace = commands.add_parser('lineage', help='trace a pushed model back to its data (MLMD)')
   trace.add_argument('--pipeline-root', default=DEFAULT_PIPELINE_ROOT)

@@ -34,6 +34,9 @@ def test_compiled_spec(tmp_path):
   assert producer('Pusher', 'model')['producerTask'] == 'fusion_trainer'
 
   executors = spec['deploymentSpec']['executors']
+  # The ExampleGen's driver on Vertex is ours (images and annotations in its fingerprint).
+  hook = executors['VocExampleGen_executor']['container']['lifecycle']['preCacheCheck']
+  assert hook['command'] == ['python', '-m', 'components.voc_example_gen.driver']
   containers = [e['container'] for e in executors.values() if 'container' in e]  # not resolvers
   images = {c['image'] for c in containers}
   assert images == {'gcr.io/acme/instcolor:1.0'}

@@ -23,7 +23,7 @@ def _gray_batch(size: int, names=('astronaut', 'chelsea')) -> np.ndarray:
 
 
 def _fusion_inputs(gray, boxes, mask, max_boxes):
-  batch, size = gray.shape[0], gray.shape[1]
+  batch = gray.shape[0]
   crops = np.repeat(gray[:, None], max_boxes, axis=1)  # any real image content works as crops
   return {features.GRAY: gray, features.INSTANCE_GRAY: crops[:, :, ::-1],
           features.BOXES: np.asarray(boxes, np.float32).reshape(batch, max_boxes, 4),

@@ -19,9 +19,10 @@ from tfx.utils import json_utils, path_utils
 from components.voc_example_gen import report as ingest_report
 from pipeline import configs
 from pipeline import pipeline as pipeline_module
+from tests import handoff
 from tests.conftest import SAMPLE, copy_voc
 from tools import metadata
-from trainer import features, model, names
+from trainer import features, names
 from trainer.config import ConfigError
 
 pytestmark = pytest.mark.e2e
@@ -130,59 +131,20 @@ def test_transformed_records_decode_to_the_expected_shapes(pipeline_root):
   assert sum(float(tf.reduce_sum(e[features.BOX_MASK])) for e in decoded) == 4
 
 
-NET_CONFIG = CONFIG.net_config()
-
-
 def _model_uri(store, trainer: str) -> str:
   return metadata.latest_outputs(store, trainer)['model'][0].uri
 
 
-def _net_weights(model_uri: str, net: str, role: str = 'full'):
-  """Weights of one colour net as written by a Trainer, loaded into a freshly built net."""
-  color_net = model.ColorNet(NET_CONFIG, role)
-  color_net.model.load_weights(names.weights_file(model_uri, net))
-  return color_net.model.get_weights()
-
-
-def _fusion_weights(model_uri: str, name: str):
-  fusion = model.FusionNet(NET_CONFIG, model.ColorNet(NET_CONFIG, 'full'),
-                           model.ColorNet(NET_CONFIG, 'instance'), CONFIG.fusion_points)
-  fusion.model.load_weights(names.weights_file(model_uri, name))
-  return fusion
-
-
-def _assert_same(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x, y)
-
-
 def test_instance_net_starts_from_the_full_net(pipeline_root):
   store = metadata.open_store(pipeline_root)
-  full_uri, instance_uri = _model_uri(store, 'full_trainer'), _model_uri(store, 'instance_trainer')
-  stage1 = _net_weights(full_uri, 'full')
-  _assert_same(_net_weights(instance_uri, 'instance_initial'), stage1)
-  trained = _net_weights(instance_uri, 'instance')
-  assert any(not np.array_equal(x, y) for x, y in zip(trained, stage1))  # stage 2 trained
+  handoff.assert_instance_starts_from_full(
+      CONFIG, _model_uri(store, 'full_trainer'), _model_uri(store, 'instance_trainer'))
 
 
 def test_fusion_stage_keeps_both_nets_bit_identical_and_trains_the_fusion(pipeline_root):
   store = metadata.open_store(pipeline_root)
-  full_uri, instance_uri, fusion_uri = (_model_uri(store, t) for t in (
-      'full_trainer', 'instance_trainer', 'fusion_trainer'))
-  _assert_same(_net_weights(fusion_uri, 'full'), _net_weights(full_uri, 'full'))
-  _assert_same(_net_weights(fusion_uri, 'instance'), _net_weights(instance_uri, 'instance'))
-  trained = _fusion_weights(fusion_uri, 'fusion')
-  initial = _fusion_weights(fusion_uri, 'fusion_initial')
-  # Inside the trained fusion model too, the colour nets are exactly what stages 1 and 2 handed on
-  # (the instance net's head is not part of it: stage 3 uses the instance features only).
-  _assert_same(trained.full.model.get_weights(), _net_weights(full_uri, 'full'))
-  instance_blocks = [w for block in trained.instance.blocks.values() for w in block.get_weights()]
-  head_size = len(trained.instance.head.get_weights())
-  _assert_same(instance_blocks, _net_weights(instance_uri, 'instance')[:-head_size])
-  changed = [not np.array_equal(a.numpy(), b.numpy())
-             for a, b in zip(trained.fusion_weights(), initial.fusion_weights())]
-  assert len(changed) == 13 * 2 * 6 and any(changed)
+  handoff.assert_fusion_keeps_both_nets(CONFIG, *(_model_uri(store, t) for t in (
+      'full_trainer', 'instance_trainer', 'fusion_trainer')))
 
 
 def test_mlmd_records_the_weight_hand_offs(pipeline_root):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import io
+import json
 import os
 
 import apache_beam as beam
@@ -233,15 +234,38 @@ def test_ingest_options_round_trip_and_unknown_keys_are_rejected():
         {standard_component_specs.CUSTOM_CONFIG_KEY: proto_utils.proto_to_json(config)})
 
 
-def test_fingerprint_changes_when_a_jpeg_changes(sample_voc, tmp_path):
+def _local_fingerprint(root: str, input_config, tmp_path) -> str:
+  """The fingerprint VocDriver gives (LocalDagRunner)."""
+  props = {standard_component_specs.INPUT_BASE_KEY: root,
+           standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(input_config)}
+  resolved = driver.VocDriver(metadata_handle=None).resolve_exec_properties(props, None, None)
+  return resolved[example_gen_utils.FINGERPRINT_PROPERTY_NAME]
+
+
+def _kubeflow_v2_fingerprint(root: str, input_config, tmp_path) -> str:
+  """The fingerprint the compiled spec's preCacheCheck driver writes (Kubeflow V2 / Vertex), from
+  an ExecutorInput as the launcher passes it."""
+  output_file = tmp_path / 'driver_output.json'
+  executor_input = {
+      'inputs': {'parameters': {
+          standard_component_specs.INPUT_BASE_KEY: {'stringValue': root},
+          standard_component_specs.INPUT_CONFIG_KEY: {
+              'stringValue': proto_utils.proto_to_json(input_config)}}},
+      'outputs': {'artifacts': {'examples': {'artifacts': [{
+          'name': 'examples', 'uri': str(tmp_path / 'examples'),
+          'type': {'schemaTitle': 'tfx.Examples'}}]}}, 'outputFile': str(output_file)}}
+  driver.run_kubeflow_v2_driver(['--json_serialized_invocation_args', json.dumps(executor_input)])
+  values = json.loads(output_file.read_text())['parameterValues']
+  return values[example_gen_utils.FINGERPRINT_PROPERTY_NAME]
+
+
+@pytest.mark.parametrize('driver_fingerprint', [_local_fingerprint, _kubeflow_v2_fingerprint])
+def test_fingerprint_changes_when_a_jpeg_changes(sample_voc, tmp_path, driver_fingerprint):
   root = copy_voc(sample_voc, str(tmp_path / 'VOC'))
   input_config, _ = component.split_configs(root)
 
   def fingerprint():
-    props = {standard_component_specs.INPUT_BASE_KEY: root,
-             standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(input_config)}
-    resolved = driver.VocDriver(metadata_handle=None).resolve_exec_properties(props, None, None)
-    return resolved[example_gen_utils.FINGERPRINT_PROPERTY_NAME]
+    return driver_fingerprint(root, input_config, tmp_path)
 
   before = fingerprint()
   assert fingerprint() == before

@@ -12,7 +12,9 @@ from components.ablation_gallery import report
 
 class ColorizationReport(artifact.Artifact):
   """Folder with ablation.md, ablation.json and gallery.png."""
-  TYPE_NAME = 'instcolor.ColorizationReport'  # KFP V2 wants '<namespace>.<Name>'
+  # The KFP V2 compiler wants the type name as '<namespace>.<Name>' and the container entrypoint
+  # imports the class by that name: `components` exports it (components/__init__.py).
+  TYPE_NAME = 'components.ColorizationReport'
 
 
 @tfx.dsl.components.component

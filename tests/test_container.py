@@ -87,3 +87,13 @@ def test_staging_copies_what_the_dockerfile_copies(tmp_path):
                            'pyproject.toml', 'schema', 'tools', 'trainer'])
   assert os.path.isfile(tmp_path / 'trainer' / 'run_fns.py')
   assert not any('__pycache__' in d for d, _, _ in os.walk(tmp_path))
+
+
+def test_a_spec_for_a_bucket_is_refused_before_any_task(tmp_path, capsys):
+  output = tmp_path / 'pipeline.json'
+  assert pipeline_runner.main(['compile', '--image', 'local/instcolor:dev', '--pipeline-root',
+                               'gs://acme/root', '--data-dir', 'gs://acme/VOC2012', '--output',
+                               str(output)]) == 0
+  assert pipeline_runner.main(['replay', str(output), '--pipeline-root', str(tmp_path)]) == 1
+  assert 'compile it with a local --pipeline-root' in capsys.readouterr().err
+  assert not list(tmp_path.glob('replay-*'))  # nothing started

@@ -284,7 +284,17 @@ class Replay:
 
   # --- the whole job --------------------------------------------------------------------------
 
+  def check_local(self) -> None:
+    """The replay runs on local paths (DirectRunner, no credentials): a spec compiled for a
+    bucket is refused up front rather than failing in its first task."""
+    remote = sorted({url for text in container.spec_strings(self.spec)
+                     for url in re.findall(r'\b[a-z][a-z0-9+]*://[^\s"\',]+', text)})
+    if remote:
+      raise ReplayError(f'the spec names remote paths ({", ".join(remote[:3])}); compile it with a '
+                        f'local --pipeline-root and --data-dir (and --serving-dir) to replay it')
+
   def run(self) -> List[TaskRun]:
+    self.check_local()
     self.check_recipe()
     os.makedirs(self.job_dir, exist_ok=True)
     self.dockerfile.stage(self.workdir, self.context)

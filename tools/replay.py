@@ -224,7 +224,8 @@ class Replay:
     # As on Vertex, the key sees the spec's own values, not where this replay staged the image.
     key = _cache_key(self._component(task), spec, parameters, executor_input['inputs']['artifacts'],
                      driver_parameters)
-    cached = task.get('cachingOptions', {}).get('enableCache') and self._cached(name, key)
+    cached = (self._cached(name, key) if task.get('cachingOptions', {}).get('enableCache')
+              else None)
     if cached is not None:
       return TaskRun(name, 'cached', time.perf_counter() - start, cached)
     self._run(name, self._command(name, spec['command'], spec['args'], executor_input),
@@ -273,10 +274,16 @@ class Replay:
     return None
 
   def _known_artifacts(self) -> List[dict]:
-    """Every artifact earlier tasks produced, oldest first (a resolver's 'latest' is the last)."""
-    return [artifact for tasks in self._records() for task in tasks.values()
-            if task.get('status') in ('ran', 'cached')
-            for artifacts in task.get('outputs', {}).values() for artifact in artifacts]
+    """Every artifact earlier tasks produced, once each, oldest first (a resolver's 'latest' is
+    the last; a cached task lists its earlier outputs again, which does not make them newer)."""
+    known: Dict[str, dict] = {}
+    for tasks in self._records():
+      for task in tasks.values():
+        if task.get('status') in ('ran', 'cached'):
+          for artifacts in task.get('outputs', {}).values():
+            for artifact in artifacts:
+              known.setdefault(artifact['name'], artifact)
+    return list(known.values())
 
   def _save_record(self) -> None:
     with open(os.path.join(self.job_dir, RECORD), 'w') as f:

@@ -128,15 +128,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
   """Kubeflow Pipelines V2 / Vertex AI spec, from the same create_pipeline as a local run."""
   config = _config(args)
-  from pipeline import kubeflow
-  from pipeline import pipeline as pipeline_module
+  _set_log_levels(args.verbose)
+  from tools import quiet
 
-  tfx_pipeline = pipeline_module.create_pipeline(
-      config, data_root=args.data_dir, pipeline_root=args.pipeline_root,
-      beam_pipeline_args=list(args.beam_arg),
-      serving_model_dir=args.serving_dir or f'{args.pipeline_root}/serving_model',
-      schema_dir=f'{args.container_root}/schema')
-  kubeflow.compile_spec(tfx_pipeline, args.image, args.output)
+  with quiet.quiet_stderr(not args.verbose):
+    from pipeline import kubeflow
+    from pipeline import pipeline as pipeline_module
+
+    tfx_pipeline = pipeline_module.create_pipeline(
+        config, data_root=args.data_dir, pipeline_root=args.pipeline_root,
+        beam_pipeline_args=list(args.beam_arg),
+        serving_model_dir=args.serving_dir or f'{args.pipeline_root}/serving_model',
+        schema_dir=f'{args.container_root}/schema')
+    kubeflow.compile_spec(tfx_pipeline, args.image, args.output)
   print(f'wrote {args.output} (image {args.image}, pipeline root {args.pipeline_root})')
   return 0
 
@@ -241,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
   compile_.add_argument('--output', default='pipeline.json')
   compile_.add_argument('--container-root', default='/instcolor',
                         help='where the project lives inside the image (default: %(default)s)')
+  compile_.add_argument('--verbose', action='store_true', help='TensorFlow and TFX logs')
   compile_.set_defaults(func=cmd_compile)
 
   replay = commands.add_parser(

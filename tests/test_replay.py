@@ -1,7 +1,14 @@
 """tools/replay.py's pieces that need no pipeline: task order, artifact queries, output merging."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
+
+from pipeline import configs
 
 from tools import replay
 
@@ -65,3 +72,15 @@ def test_outputs_keep_their_uri_and_gain_what_the_executor_reported():
   assert merged['blessing'] == [{'name': 'n', 'uri': '/r/b', 'type': BLESSING_TYPE,
                                  'metadata': {'blessed': 1.0}}]
   assert merged['evaluation'] == [{'name': 'e', 'uri': '/r/e', 'metadata': {}}]
+
+
+def test_a_task_process_sees_only_the_staged_image(tmp_path):
+  """A module the Dockerfile would not copy fails in the task, even though this checkout (an
+  editable install) has it."""
+  shutil.copytree(os.path.join(configs.REPO_ROOT, 'components'), tmp_path / 'components')
+  result = subprocess.run(
+      [sys.executable, '-c', replay._BOOT, 'components.voc_example_gen.driver', '--help'],
+      cwd=tmp_path, env={**os.environ, 'PYTHONPATH': str(tmp_path)}, capture_output=True,
+      text=True, timeout=120)
+  assert result.returncode != 0
+  assert "No module named 'trainer'" in result.stderr, result.stderr[-2000:]

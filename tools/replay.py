@@ -12,10 +12,11 @@ What a KFP V2 launcher does for each task, done here:
     key and reach the executor through the executor output file, as on Vertex;
   * resolver tasks answer their artifact queries from the artifacts of earlier replays under the
     same root (the replay's stand-in for Vertex ML Metadata);
-  * a task whose cache key (component, container, parameters, input artifacts) matches a succeeded
-    task of an earlier replay under the root is reused, as with Vertex's execution cache.
+  * a task whose cache key (component, container, parameters, driver output, input artifacts)
+    matches a succeeded task of an earlier replay under the root is reused, as with Vertex's
+    execution cache.
 
-Differences from a real launcher are listed in the README (section "Kubeflow V2 / Vertex").
+What differs from a real launcher: README, "Replaying the compiled spec here".
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ _INPUT_METADATA = re.compile(
 # copy must fail here too instead of being found in the checkout.
 _BOOT = ('import runpy, sys; '
          "sys.meta_path[:] = [f for f in sys.meta_path "
-         "if not type(f).__module__.startswith('__editable__')]; "
+         "if not str(getattr(f, '__module__', '')).startswith('__editable__')]; "
          'module = sys.argv[1]; sys.argv = [module] + sys.argv[2:]; '
          "runpy.run_module(module, run_name='__main__', alter_sys=True)")
 

@@ -27,9 +27,7 @@ def spec(tmp_path_factory) -> dict:
 def _problems(spec, dockerfile_text: str, tmp_path, context: str = configs.REPO_ROOT):
   path = tmp_path / 'Dockerfile'
   path.write_text(dockerfile_text)
-  return container.recipe_problems(spec, container.Dockerfile.parse(str(path)),
-                                   container.read_lock(), container.project_requirements(),
-                                   context)
+  return container.recipe_problems(spec, container.Dockerfile.parse(str(path)), context)
 
 
 def _dockerfile() -> str:
@@ -40,8 +38,7 @@ def _dockerfile() -> str:
 def test_the_dockerfile_builds_an_image_that_runs_the_spec(spec):
   recipe = container.Dockerfile.parse(DOCKERFILE)
   assert recipe.base_tfx_version == container.read_lock()['tfx']['version'] == '1.16.0'
-  assert container.recipe_problems(spec, recipe, container.read_lock(),
-                                   container.project_requirements()) == []
+  assert container.recipe_problems(spec, recipe) == []
   # The schema the spec names is the repo's, where the Dockerfile copies it.
   (schema,) = [s for s in container.spec_strings(spec) if s.endswith('schema.pbtxt')]
   assert schema == '/instcolor/schema/schema.pbtxt'

@@ -86,10 +86,8 @@ class Dockerfile:
             candidate = os.path.join(local, posixpath.relpath(image_path, root))
             if os.path.exists(candidate):
               return candidate
-        else:
-          target = posixpath.join(dest, os.path.basename(source)) if dest.endswith('/') else dest
-          if posixpath.normpath(target) == image_path and os.path.exists(local):
-            return local
+        elif _file_target(dest, source) == image_path and os.path.exists(local):
+          return local
     return None
 
   def stage(self, dest: str, context: str = REPO_ROOT) -> None:
@@ -105,10 +103,15 @@ class Dockerfile:
           shutil.copytree(local, local_dest, dirs_exist_ok=True,
                           ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
         else:
-          target = (os.path.join(local_dest, os.path.basename(source))
-                    if image_dest.endswith('/') else local_dest)
+          target = os.path.join(dest, posixpath.relpath(_file_target(image_dest, source), root))
           os.makedirs(os.path.dirname(target), exist_ok=True)
           shutil.copy2(local, target)
+
+
+def _file_target(dest: str, source: str) -> str:
+  """Where `COPY source dest` puts a file: inside dest when it ends with '/', else at dest."""
+  return posixpath.normpath(posixpath.join(dest, os.path.basename(source)) if dest.endswith('/')
+                            else dest)
 
 
 def _env_pairs(rest: str) -> Dict[str, str]:
@@ -238,9 +241,11 @@ def third_party_imports(modules: Iterable[str], context: str = REPO_ROOT) -> Dic
   return result
 
 
-def recipe_problems(spec: dict, dockerfile: Dockerfile, lock: Dict[str, dict],
-                    requirements: List[Requirement], context: str = REPO_ROOT) -> List[str]:
-  """What would break the compiled spec inside the image the Dockerfile builds (empty: nothing)."""
+def recipe_problems(spec: dict, dockerfile: Dockerfile, context: str = REPO_ROOT) -> List[str]:
+  """What would break the compiled spec inside the image the Dockerfile builds (empty: nothing),
+  against the build context's own uv.lock and pyproject.toml."""
+  lock = read_lock(os.path.join(context, 'uv.lock'))
+  requirements = project_requirements(os.path.join(context, 'pyproject.toml'))
   problems = []
   tfx_version = lock['tfx']['version']
   if dockerfile.base_tfx_version != tfx_version:

@@ -109,13 +109,14 @@ class Replay:
     self.job_dir = os.path.join(self.root, self.job_id)
     self.workdir = os.path.join(self.job_dir, 'image', self.dockerfile.workdir.strip('/'))
     self.record: Dict[str, dict] = {}
+    # Earlier replays' records under the root, oldest first: read once, they do not change.
+    self.earlier: List[dict] = [_read_json(path).get('tasks', {}) for path in sorted(
+        glob.glob(os.path.join(self.root, 'replay-*', RECORD)))]
 
   # --- set-up ---------------------------------------------------------------------------------
 
   def check_recipe(self) -> None:
-    problems = container.recipe_problems(
-        self.spec, self.dockerfile, container.read_lock(os.path.join(self.context, 'uv.lock')),
-        container.project_requirements(os.path.join(self.context, 'pyproject.toml')), self.context)
+    problems = container.recipe_problems(self.spec, self.dockerfile, self.context)
     if problems:
       raise ReplayError('the image the Dockerfile builds cannot run this spec:\n  ' +
                         '\n  '.join(problems))
@@ -259,16 +260,8 @@ class Replay:
 
   # --- the records of earlier replays ---------------------------------------------------------
 
-  def _records(self) -> List[dict]:
-    """Earlier replays' records under the root (oldest first), then this one's."""
-    records = []
-    for path in sorted(glob.glob(os.path.join(self.root, 'replay-*', RECORD))):
-      if os.path.dirname(path) != self.job_dir:
-        records.append(_read_json(path).get('tasks', {}))
-    return records + [self.record]
-
   def _cached(self, name: str, key: str) -> Optional[Dict[str, List[dict]]]:
-    for tasks in reversed(self._records()[:-1]):
+    for tasks in reversed(self.earlier):
       earlier = tasks.get(name)
       if earlier and earlier.get('cache_key') == key and earlier.get('status') == 'ran':
         return earlier['outputs']
@@ -278,7 +271,7 @@ class Replay:
     """Every artifact earlier tasks produced, once each, oldest first (a resolver's 'latest' is
     the last; a cached task lists its earlier outputs again, which does not make them newer)."""
     known: Dict[str, dict] = {}
-    for tasks in self._records():
+    for tasks in self.earlier + [self.record]:
       for task in tasks.values():
         if task.get('status') in ('ran', 'cached'):
           for artifacts in task.get('outputs', {}).values():

@@ -40,9 +40,11 @@ def write_transformed_records(voc_root: str, path: str, config) -> int:
       out = encode(f[features.RAW_IMAGE].bytes_list.value[0],
                    boxes.reshape(-1, 4).astype(np.float32),
                    np.array(f[features.RAW_DIFFICULT].int64_list.value, np.int64))
+      strings = {name: out[name].numpy() for name in (features.IMAGE, features.VIEW)
+                 if name in out}
       feature = {
-          features.IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(
-              value=[out[features.IMAGE].numpy()])),
+          **{name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+             for name, value in strings.items()},
           features.INSTANCES: tf.train.Feature(bytes_list=tf.train.BytesList(
               value=list(out[features.INSTANCES].numpy()))),
           features.BOXES: tf.train.Feature(float_list=tf.train.FloatList(
@@ -74,7 +76,7 @@ def main() -> None:
   config = configs.get_config(args.preset)
   s, space, batch = config.image_size, config.color_space, config.full.batch_size
   net_config = config.net_config()
-  spec = features.transformed_feature_spec(config.max_boxes)
+  spec = features.transformed_feature_spec(config.transform_options())
   with tempfile.TemporaryDirectory() as tmp:
     voc_root = make_volume_voc(args.images, os.path.join(tmp, 'VOC'))
     records = os.path.join(tmp, 'train.gz')

@@ -32,7 +32,7 @@ def test_presets_build_valid_component_views():
 def test_views_hold_exactly_the_fields_their_component_uses():
   config = configs.get_config('tiny')
   assert set(config.transform_options().to_dict()) == {
-      'image_size', 'max_boxes', 'color_space', 'include_difficult'}
+      'image_size', 'max_boxes', 'color_space', 'include_difficult', 'min_crop_scale'}
   assert set(config.net_config().to_dict()) == {'image_size', 'max_boxes', 'color_space', 'width'}
   assert isinstance(config.trainer_options('full').net, NetConfig)
 
@@ -47,7 +47,15 @@ def test_fusion_points_only_reach_the_fusion_stage():
       configs.get_config('tiny').trainer_options('full').to_dict())
   with pytest.raises(ConfigError, match='fusion stage only'):
     TrainerOptions(stage='full', net=config.net_config(), schedule=config.full,
-                   fusion_points=('conv1_2',), flip_augmentation=False)
+                   fusion_points=('conv1_2',), flip_augmentation=False, min_crop_scale=1.0)
+
+
+def test_crops_reach_transform_and_stages_1_2_only():
+  config = configs.get_config('tiny', min_crop_scale=0.5)
+  assert config.transform_options().min_crop_scale == 0.5  # Transform stores the view
+  assert config.trainer_options('full').min_crop_scale == 0.5
+  assert config.trainer_options('instance').min_crop_scale == 0.5
+  assert config.trainer_options('fusion').min_crop_scale == 1.0
 
 
 def test_overrides_are_checked():
@@ -76,6 +84,9 @@ def test_overrides_are_checked():
     ('include_difficult', 'yes', 'include_difficult must be True or False'),
     ('jpeg_quality', 101, 'jpeg_quality must be in 1..100'),
     ('flip_augmentation', 1, 'flip_augmentation must be True or False'),
+    ('min_crop_scale', 0, 'min_crop_scale must be > 0'),
+    ('min_crop_scale', 1.5, r'min_crop_scale must be in \(0, 1\]'),
+    ('full.lr_decay', 'linear', r"full.lr_decay must be one of \['constant', 'cosine'\]"),
     ('full.epochs', 0, 'full.epochs must be >= 1'),
     ('fusion.learning_rate', -1e-4, 'fusion.learning_rate must be > 0'),
     ('instance.steps', 5, 'instance: unknown schedule fields'),

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tests.conftest import sample_image
 from trainer import color, features, model, names
-from trainer.config import PipelineConfig
+from trainer.config import PipelineConfig, StageConfig
 
 
 def _config(**overrides):
@@ -142,3 +142,14 @@ def test_loss_is_ten_times_huber_with_one_ab_unit_delta():
   assert small == pytest.approx(10 * 0.5 * (0.5 / 110) ** 2, rel=1e-4)  # quadratic below delta
   big = float(loss(tf.zeros([1, 2]), tf.fill([1, 2], 11 / 110)))
   assert big == pytest.approx(10 * (1 / 110) * (11 / 110 - 0.5 / 110), rel=1e-4)  # linear above
+
+
+def test_cosine_schedule_decays_to_its_floor_over_the_stage():
+  constant = StageConfig(epochs=3, batch_size=4, learning_rate=1e-3)
+  assert model.learning_rate_schedule(constant, 300) == 1e-3
+  cosine = model.learning_rate_schedule(
+      StageConfig(epochs=3, batch_size=4, learning_rate=1e-3, lr_decay='cosine'), 300)
+  rates = [float(cosine(step)) for step in (0, 150, 300, 400)]
+  assert rates[0] == pytest.approx(1e-3)
+  assert rates[1] == pytest.approx(1e-3 * (model.COSINE_FLOOR + (1 - model.COSINE_FLOOR) / 2))
+  assert rates[2] == pytest.approx(1e-3 * model.COSINE_FLOOR) == pytest.approx(rates[3])

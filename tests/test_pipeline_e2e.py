@@ -116,7 +116,7 @@ def test_transformed_records_decode_to_the_expected_shapes(pipeline_root):
   graph = tft.TFTransformOutput(outputs['transform_graph'][0].uri)
   spec = graph.transformed_feature_spec()
   s, k = CONFIG.image_size, CONFIG.max_boxes
-  assert spec == features.transformed_feature_spec(k)
+  assert spec == features.transformed_feature_spec(CONFIG.transform_options())
   files = glob.glob(os.path.join(outputs['transformed_examples'][0].uri, 'Split-train', '*.gz'))
   records = tf.data.TFRecordDataset(files, compression_type='GZIP')
   decoded = [features.decode_example(tf.io.parse_single_example(r, spec),

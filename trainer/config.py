@@ -73,6 +73,9 @@ def _fusion_points(value: Any, name: str) -> Tuple[str, ...]:
   return tuple(p for p in names.FUSION_POINTS if p in points)
 
 
+LR_DECAYS = ('constant', 'cosine')
+
+
 @dataclasses.dataclass(frozen=True)
 class StageConfig:
   """Training schedule of one Trainer stage."""
@@ -80,6 +83,8 @@ class StageConfig:
   batch_size: int
   learning_rate: float
   steps_per_epoch: Optional[int] = None  # None: one pass over the split
+  # 'constant', or 'cosine': from learning_rate down to 2% of it over the stage's last step.
+  lr_decay: str = 'constant'
 
   def __post_init__(self):
     _check_fields(self)
@@ -102,6 +107,13 @@ def _stage(value: Any, name: str) -> StageConfig:
     raise ConfigError(f'{name}: {e}; a schedule has {fields}') from None
 
 
+def _crop_scale(value: Any, name: str) -> float:
+  scale = _number(value, name, positive=True)
+  if scale > 1:
+    raise ConfigError(f'{name} must be in (0, 1] (1: no crops), got {value}')
+  return scale
+
+
 def _name(value: Any, name: str) -> str:
   if not isinstance(value, str) or not value:
     raise ConfigError(f'{name} must be a non-empty string, got {value!r}')
@@ -115,6 +127,7 @@ _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'color_space': lambda v, n: _choice(v, n, names.COLOR_SPACES),
     'include_difficult': _flag,
     'flip_augmentation': _flag,
+    'min_crop_scale': _crop_scale,
     'width': lambda v, n: _number(v, n, positive=True),
     'fusion_points': _fusion_points,
     'split_mode': lambda v, n: _choice(v, n, names.SPLIT_MODES),
@@ -134,6 +147,7 @@ _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'batch_size': lambda v, n: _integer(v, n, minimum=1),
     'learning_rate': lambda v, n: _number(v, n, positive=True),
     'steps_per_epoch': lambda v, n: None if v is None else _integer(v, n, minimum=1),
+    'lr_decay': lambda v, n: _choice(v, n, LR_DECAYS),
 }
 
 
@@ -165,8 +179,13 @@ class PipelineConfig:
   max_annotation_bytes: int = 1024 * 1024
   jpeg_quality: int = 95  # when a PNG or CMYK image is re-encoded
   grayscale_tolerance: int = 2  # channels never further apart than this (0..255): no colour
-  # Training: mirror a random half of the training items left-right (images, crops and boxes).
+  # Training views. Mirror a random half of the training items left-right (images, crops and
+  # boxes); and, with `min_crop_scale` < 1, train stages 1-2 on random crops of each photo and
+  # instance crop whose sides are each a random fraction in [min_crop_scale, 1] of the item's
+  # (aspect jittered, resized to S). Transform then also stores the photo at S / min_crop_scale,
+  # so no stage-1 crop is upsampled.
   flip_augmentation: bool = False
+  min_crop_scale: float = 1.0
   # Trainer schedules (the official code's).
   full: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
   instance: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
@@ -216,7 +235,9 @@ class PipelineConfig:
     # Only stage 3 has fusion points; in stages 1-2 they would only break the cache key.
     return TrainerOptions(stage=stage, net=self.net_config(), schedule=self.schedule(stage),
                           fusion_points=self.fusion_points if stage == names.FUSION else (),
-                          flip_augmentation=self.flip_augmentation)
+                          flip_augmentation=self.flip_augmentation,
+                          # Stage 3 trains on whole items (its crops must match its frame).
+                          min_crop_scale=1.0 if stage == names.FUSION else self.min_crop_scale)
 
 
 # --- views ----------------------------------------------------------------------------------------
@@ -264,8 +285,10 @@ def _view(name: str, field_names: Tuple[str, ...], doc: str) -> type:
 
 
 TransformOptions = _view(
-    'TransformOptions', ('image_size', 'max_boxes', 'color_space', 'include_difficult'),
-    "Transform's custom_config: S, K, the colour space and whether `difficult` boxes count.")
+    'TransformOptions', ('image_size', 'max_boxes', 'color_space', 'include_difficult',
+                         'min_crop_scale'),
+    "Transform's custom_config: S, K, the colour space, whether `difficult` boxes count, and the "
+    "smallest training crop (which sets the size of the stored training view).")
 NetConfig = _view(
     'NetConfig', ('image_size', 'max_boxes', 'color_space', 'width'),
     'The shape of the colour nets (and of the serving signatures around them).')
@@ -285,12 +308,13 @@ class ImageLayout(Protocol):
 @dataclasses.dataclass(frozen=True)
 class TrainerOptions(_View):
   """One Trainer's custom_config: its stage, the nets, its schedule, the fusion points (stage 3),
-  and whether training items are mirrored."""
+  and the training views (mirroring; crops, stages 1-2)."""
   stage: str
   net: NetConfig
   schedule: StageConfig
   fusion_points: Tuple[str, ...]
   flip_augmentation: bool
+  min_crop_scale: float
 
   def __post_init__(self):
     _choice(self.stage, 'stage', names.STAGES)
@@ -304,3 +328,4 @@ class TrainerOptions(_View):
     else:
       object.__setattr__(self, 'fusion_points', ())
     _flag(self.flip_augmentation, 'flip_augmentation')
+    object.__setattr__(self, 'min_crop_scale', _crop_scale(self.min_crop_scale, 'min_crop_scale'))

@@ -6,7 +6,7 @@ from typing import Dict, Sequence, Tuple
 
 import tensorflow as tf
 
-from trainer import features, names
+from trainer import features, names, preprocessing
 from trainer.config import NetConfig
 from trainer.names import FULL, FUSION, INSTANCE
 
@@ -63,15 +63,57 @@ def _random_mirror(inputs, target):
                                mirror(inputs, target), (inputs, target))
 
 
+# Random crops stretch each side by up to this factor against the other (log-uniform).
+CROP_ASPECT_JITTER = 1.2
+
+
+def random_crop_box(min_scale: float) -> tf.Tensor:
+  """A random normalised box [ymin, xmin, ymax, xmax] inside the unit square: each side a random
+  fraction in [min_scale, 1], stretched by up to CROP_ASPECT_JITTER against the other."""
+  scale = tf.random.uniform([], min_scale, 1.0)
+  log_aspect = tf.math.log(CROP_ASPECT_JITTER)
+  aspect = tf.exp(tf.random.uniform([], -log_aspect, log_aspect))
+  height, width = tf.minimum(scale * aspect, 1.0), tf.minimum(scale / aspect, 1.0)
+  top, left = tf.random.uniform([]) * (1.0 - height), tf.random.uniform([]) * (1.0 - width)
+  return tf.stack([top, left, top + height, left + width])
+
+
+def crop_view(view: tf.Tensor, box: tf.Tensor, net: NetConfig):
+  """The `box` region of Transform's stored view (sRGB PNG, V x V), resized to S as serving
+  resizes a photo -> (gray [S,S,1], target [S,S,C])."""
+  rgb = tf.image.convert_image_dtype(tf.io.decode_png(view, channels=3), tf.float32)
+  return features.split_rgb(preprocessing.crop(rgb, box, net.image_size), net.color_space)
+
+
+def crop_pair(gray: tf.Tensor, target: tf.Tensor, box: tf.Tensor):
+  """The `box` window of an [S,S,1] gray / [S,S,C] target pair, resized back to S x S (bilinear;
+  the whole square [0, 0, 1, 1] gives the pair unchanged)."""
+  both = tf.concat([gray, target], axis=-1)[None]
+  crop = tf.image.crop_and_resize(both, box[None], [0], tf.shape(gray)[:2])[0]
+  return crop[..., :1], crop[..., 1:]
+
+
+def random_view_crop(view: tf.Tensor, min_scale: float, net: NetConfig):
+  """`crop_view` at a `random_crop_box`: a new view of the photo each time. On 157 photos the net
+  otherwise learns each training frame by heart within a few epochs."""
+  return crop_view(view, random_crop_box(min_scale), net)
+
+
 def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, net: NetConfig,
                  batch_size: int, training: bool, seed: int = 0,
-                 flip_augmentation: bool = False) -> tf.data.Dataset:
+                 flip_augmentation: bool = False,
+                 min_crop_scale: float = 1.0) -> tf.data.Dataset:
   """(inputs, target) batches for `stage`.
 
   full: gray -> target of whole frames. instance: each real box crop (padding slots dropped) ->
   its target. fusion: {gray, instance_gray, boxes, box_mask} -> target, images with boxes only
   (without boxes the fused net is the full net and the fusion weights get no gradient).
-  `flip_augmentation` (training only) mirrors a random half of the items left-right.
+  Training only: `flip_augmentation` mirrors a random half of the items left-right;
+  `min_crop_scale` < 1 replaces each full-stage frame by a `random_view_crop` of the photo, which
+  needs Transform's `view` (written with the same min_crop_scale), and each instance crop by a
+  random window of itself (`crop_pair`, upsampled by at most 1 / min_crop_scale: Transform cuts
+  instance crops from the full-resolution photo, and a view per box would cost K views). The
+  fusion stage gets no crops: its instance crops and boxes would no longer match the frame.
   """
   if stage not in names.STAGES:
     raise ValueError(f'stage must be one of {names.STAGES}, not {stage!r}')
@@ -82,7 +124,13 @@ def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, n
   parsed = records.map(lambda r: tf.io.parse_single_example(r, feature_spec),
                        num_parallel_calls=tf.data.AUTOTUNE)
 
-  if stage == FULL:
+  if stage == FULL and training and min_crop_scale < 1.0:
+    if features.VIEW not in feature_spec:
+      raise ValueError(f'min_crop_scale={min_crop_scale} needs the {features.VIEW!r} feature, '
+                       'which Transform writes when it runs with the same min_crop_scale')
+    items = parsed.map(lambda f: random_view_crop(f[features.VIEW], min_crop_scale, net),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+  elif stage == FULL:
     def to_pair(f):
       full = features.decode_full(f, net)
       return full[features.GRAY], full[features.TARGET]
@@ -98,6 +146,10 @@ def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, n
                               deterministic=not training)
     if training:
       items = items.shuffle(256, seed=seed)
+    if training and min_crop_scale < 1.0:
+      items = items.map(lambda gray, target: crop_pair(gray, target,
+                                                       random_crop_box(min_crop_scale)),
+                        num_parallel_calls=tf.data.AUTOTUNE)
   else:
     def to_fusion(f):
       decoded = features.decode_example(f, net)

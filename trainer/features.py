@@ -7,15 +7,19 @@ transformed example back into the float tensors the nets use:
   gray [S,S,1]  normalised L          target [S,S,C]  ab/110 (C=2) or RGB in [-1,1] (C=3)
   instance_gray [K,S,S,1]             instance_target [K,S,S,C]
   boxes [K,4] normalised (ymin, xmin, ymax, xmax), largest first    box_mask [K] 1 = real box
+
+With `min_crop_scale` < 1 Transform also writes `view`: the photo at V x V (V = `view_size`, sRGB
+PNG), from which stage 1 cuts its random training crops (trainer/data.py) without upsampling any.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict
 
 import tensorflow as tf
 
 from trainer import color, names
-from trainer.config import ImageLayout
+from trainer.config import ImageLayout, TransformOptions
 
 # Raw example (TF Object Detection API names, written by VocExampleGen).
 RAW_IMAGE = 'image/encoded'
@@ -26,6 +30,7 @@ RAW_DIFFICULT = 'image/object/difficult'
 
 # Transformed example.
 IMAGE = 'image'
+VIEW = 'view'
 INSTANCES = 'instances'
 BOXES = 'boxes'
 BOX_MASK = 'box_mask'
@@ -38,13 +43,25 @@ INSTANCE_GRAY = 'instance_gray'
 INSTANCE_TARGET = 'instance_target'
 
 
-def transformed_feature_spec(max_boxes: int) -> Dict[str, tf.io.FixedLenFeature]:
+def view_size(image_size: int, min_crop_scale: float) -> int:
+  """Side V of the stored training view: a crop of `min_crop_scale` of it still has S pixels, so
+  no crop is upsampled. V == S (no view stored) when crops are off (scale 1)."""
+  return max(image_size, math.ceil(image_size / min_crop_scale - 1e-9))
+
+
+def has_view(options: TransformOptions) -> bool:
+  return view_size(options.image_size, options.min_crop_scale) > options.image_size
+
+
+def transformed_feature_spec(options: TransformOptions) -> Dict[str, tf.io.FixedLenFeature]:
   """What tf.Transform infers for preprocessing_fn's outputs (the e2e test checks it is equal)."""
+  k = options.max_boxes
   return {
       IMAGE: tf.io.FixedLenFeature([], tf.string),
-      INSTANCES: tf.io.FixedLenFeature([max_boxes], tf.string),
-      BOXES: tf.io.FixedLenFeature([max_boxes, 4], tf.float32),
-      BOX_MASK: tf.io.FixedLenFeature([max_boxes], tf.float32),
+      **({VIEW: tf.io.FixedLenFeature([], tf.string)} if has_view(options) else {}),
+      INSTANCES: tf.io.FixedLenFeature([k], tf.string),
+      BOXES: tf.io.FixedLenFeature([k, 4], tf.float32),
+      BOX_MASK: tf.io.FixedLenFeature([k], tf.float32),
       SOURCE_ID: tf.io.FixedLenFeature([], tf.string),
   }
 
@@ -62,14 +79,21 @@ def encode_pixels(rgb: tf.Tensor, color_space: str) -> tf.Tensor:
           else color.to_uint8(rgb))
 
 
+def split_rgb(rgb: tf.Tensor, color_space: str):
+  """sRGB in [0, 1] [..., 3] -> (normalised gray [..., 1], normalised target [..., C])."""
+  target_channels(color_space)
+  if color_space == names.LAB:
+    lab = color.rgb_to_lab(rgb)
+    return color.normalize_l(lab[..., :1]), color.normalize_ab(lab[..., 1:])
+  return color.normalize_l(color.lightness(rgb)), color.normalize_rgb(rgb)
+
+
 def split_pixels(pixels: tf.Tensor, color_space: str):
   """Stored uint8 pixels [..., 3] -> (normalised gray [..., 1], normalised target [..., C])."""
   if color_space == names.LAB:
     lab = color.lab8_to_lab(pixels)
     return color.normalize_l(lab[..., :1]), color.normalize_ab(lab[..., 1:])
-  target_channels(color_space)
-  rgb = tf.cast(pixels, tf.float32) / 255.0
-  return color.normalize_l(color.lightness(rgb)), color.normalize_rgb(rgb)
+  return split_rgb(tf.cast(pixels, tf.float32) / 255.0, color_space)
 
 
 def decode_pngs(encoded: tf.Tensor, image_size: int) -> tf.Tensor:

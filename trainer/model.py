@@ -14,7 +14,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from trainer import features, names
-from trainer.config import NetConfig
+from trainer.config import NetConfig, StageConfig
 
 # Up blocks add a 3x3 conv of an earlier feature (U-Net-like shortcut).
 SHORTCUTS = {'conv8_up': 'conv3_3', 'conv9_up': 'conv2_2', 'conv10_up': 'conv1_2'}
@@ -320,7 +320,21 @@ def colorization_loss(color_space: str):
   return loss
 
 
-def compile_for_training(model: keras.Model, color_space: str, learning_rate: float) -> None:
+# Cosine decay ends at this fraction of the initial learning rate.
+COSINE_FLOOR = 0.02
+
+
+def learning_rate_schedule(schedule: StageConfig, total_steps: int):
+  """The stage's learning rate: a constant, or cosine-decayed over its `total_steps`."""
+  if schedule.lr_decay == 'cosine':
+    return keras.optimizers.schedules.CosineDecay(schedule.learning_rate, total_steps,
+                                                  alpha=COSINE_FLOOR)
+  return schedule.learning_rate
+
+
+def compile_for_training(model: keras.Model, color_space: str, learning_rate) -> None:
+  """Adam on the Huber loss; `learning_rate` a float or a keras schedule
+  (`learning_rate_schedule`)."""
   model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.99),
                 loss=colorization_loss(color_space))
   # The nets are plain tensor code. Without autograph, building the fusion model's train graph

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from trainer import features
+from trainer import color, features
 from trainer.config import TransformOptions
 
 
@@ -72,8 +72,13 @@ def encode_example(jpeg: tf.Tensor, boxes: tf.Tensor, difficult: tf.Tensor,
   padding = k - count
   # Padding slots hold one all-zero PNG (encoded once); box_mask marks them.
   empty = _encode_png(tf.zeros([s, s, 3], tf.uint8))
+  view = {}
+  if features.has_view(options):  # sRGB: the trainer crops and resizes it like serving resizes
+    size = features.view_size(s, options.min_crop_scale)
+    view[features.VIEW] = _encode_png(color.to_uint8(resize(rgb, size)))
   return {
       features.IMAGE: _encode_png(features.encode_pixels(resize(rgb, s), options.color_space)),
+      **view,
       features.INSTANCES: tf.ensure_shape(tf.concat([crops, tf.fill([padding], empty)], 0), [k]),
       features.BOXES: tf.ensure_shape(tf.pad(chosen, [[0, padding], [0, 0]]), [k, 4]),
       features.BOX_MASK: tf.ensure_shape(tf.sequence_mask(count, k, dtype=tf.float32), [k]),
@@ -105,6 +110,7 @@ def preprocessing_fn(inputs: Dict[str, Any],
       encode, (jpegs, boxes, difficult),
       fn_output_signature={
           features.IMAGE: tf.TensorSpec([], tf.string),
+          **({features.VIEW: tf.TensorSpec([], tf.string)} if features.has_view(options) else {}),
           features.INSTANCES: tf.TensorSpec([k], tf.string),
           features.BOXES: tf.TensorSpec([k, 4], tf.float32),
           features.BOX_MASK: tf.TensorSpec([k], tf.float32),

@@ -93,11 +93,13 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
 
   def dataset(files, training):
     return data.make_dataset(files, spec, stage, config, batch_size, training,
-                             flip_augmentation=options.flip_augmentation)
+                             flip_augmentation=options.flip_augmentation,
+                             min_crop_scale=options.min_crop_scale)
 
   colorizer, nets = build_stage_model(fn_args, options, full_model_dir)
   keras_model = colorizer.keras_model
-  model.compile_for_training(keras_model, config.color_space, schedule.learning_rate)
+  model.compile_for_training(keras_model, config.color_space,
+                             model.learning_rate_schedule(schedule, schedule.epochs * steps))
   logging.info('%s stage: %d trainable weights, %d train items, %d epochs x %d steps, batch %d',
                stage, len(keras_model.trainable_weights), train_count, schedule.epochs,
                steps, batch_size)

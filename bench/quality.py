@@ -13,6 +13,9 @@ trained models from the cache (only the scoring runs again).
 per photo: the mean PSNR difference of each variant and its standard error over the photos. On 40
 photos one run against another differs by about +-0.2 to 0.3 dB of standard error, so a lever
 that moves the mean less than about twice that is not distinguishable from run-to-run noise.
+It also compares the two runs at matched colourfulness: each variant's PSNR gain over gray at the
+CF of the more colourful run, read off the other's saturation frontier (see `evaluate`), since a
+lever can raise the plain gain just by giving up colour.
 """
 from __future__ import annotations
 
@@ -25,11 +28,12 @@ import pipeline  # noqa: F401,E402  (sets the process up before TensorFlow loads
 
 import argparse
 import csv
+import json
 import math
 import subprocess
 import tempfile
 import time
-from typing import Dict
+from typing import Dict, List
 
 RACCOON = os.path.join(REPO_ROOT, '..', 'shared', 'data', 'raccoon', 'VOCdevkit', 'VOC2007')
 
@@ -60,6 +64,33 @@ def paired_comparison(run: str, baseline: str) -> str:
     lines.append(f'  {variant}: {mean:+.3f} +- {sd / math.sqrt(len(diffs)):.3f} dB '
                  f'({len(diffs)} photos)')
   return '\n'.join(lines)
+
+
+def _frontiers(folder: str) -> Dict[str, List[Dict[str, float]]]:
+  """{variant: saturation frontier} from an evaluate output folder (or a root holding `quality/`);
+  empty for one scored before evaluate had the frontier."""
+  path = os.path.join(folder, 'metrics.json')
+  if not os.path.exists(path):
+    path = os.path.join(folder, 'quality', 'metrics.json')
+  with open(path) as f:
+    return json.load(f).get('saturation_frontier', {})
+
+
+def matched_colourfulness(run: str, baseline: str) -> str:
+  """Per variant: both runs' PSNR gain over gray at the same colourfulness, the CF of whichever is
+  more colourful unscaled (the other read off its frontier). A lever that only trades colour for
+  PSNR moves the plain gain but not this one."""
+  from tools import evaluate
+  ours, theirs = _frontiers(run), _frontiers(baseline)
+  lines = ['at matched colourfulness (PSNR gain over gray, the less colourful run\'s ab scaled):']
+  for variant, frontier in ours.items():
+    if variant not in theirs:
+      continue
+    cf = max(frontier[0]['CF'], theirs[variant][0]['CF'])
+    gains = [evaluate.gain_at_cf(f, cf) for f in (frontier, theirs[variant])]
+    run_gain, base_gain = ('beyond the frontier' if g is None else f'{g:+.2f} dB' for g in gains)
+    lines.append(f'  {variant} at CF {cf:.1f}: {run_gain}, baseline {base_gain}')
+  return '\n'.join(lines) if len(lines) > 1 else 'the baseline has no saturation frontier'
 
 
 def main() -> None:
@@ -95,6 +126,7 @@ def main() -> None:
   print(evaluate.format_table(result))
   if args.baseline:
     print(paired_comparison(out, args.baseline))
+    print(matched_colourfulness(out, args.baseline))
   print(f'wall time: pipeline {(trained - start) / 60:.1f} min, evaluate '
         f'{(scored - trained) / 60:.1f} min; metrics, CSV and gallery in {out}')
 

@@ -587,6 +587,15 @@ def test_evaluate_command_scores_a_voc_folder(pipeline_root, tmp_path, capsys):
   assert result['metrics']['gray baseline']['CF'] < 0.5  # ab = 0 has no colour
   # grace_hopper and motorcycle_right have boxes; rocket and flower have none.
   assert result['fusion_beats_full_in_boxes']['photos_with_boxes'] == 2
+  # The saturation frontier starts at the outputs themselves and gets more colourful with the scale.
+  assert 'saturation frontier' in printed
+  for variant in ('full-image', 'fusion (truth boxes)'):
+    frontier = result['saturation_frontier'][variant]
+    assert [point['scale'] for point in frontier] == [1.0, 1.25, 1.5, 1.75, 2.0, 2.5]
+    assert frontier[0]['gain'] == pytest.approx(result['psnr_gain_over_gray'][variant], abs=0.05)
+    assert frontier[0]['CF'] == pytest.approx(result['metrics'][variant]['CF'], rel=0.05)
+    cfs = [point['CF'] for point in frontier]
+    assert cfs == sorted(cfs) and cfs[-1] > 1.5 * cfs[0]
   with open(out / 'per_image.csv') as f:
     assert [row['image_id'] for row in csv.DictReader(f)] == [
         'grace_hopper', 'motorcycle_right', 'rocket', 'flower']

@@ -10,6 +10,12 @@ dCF = |mean CF(output) - mean CF(truth)|, instance PSNR over the pixels inside t
 (pooled over the set), and the share of photos with boxes where fusion beats full-image inside them.
 Photos the ExampleGen would reject (unreadable, gray, missing annotation, ...) are skipped, counted
 and listed with the same reasons.
+
+PSNR rewards grayish colour wherever the model is unsure, so a model can buy PSNR with
+colourfulness. The saturation frontier shows the trade: the full-image and fusion outputs with their
+ab scaled by each of SATURATION_SCALES (same L), scored again; and the PSNR gain over gray at the
+truth's colourfulness (interpolated along the frontier; None when even the largest scale stays
+below it), one number that desaturating cannot improve.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ GALLERY_ROWS = 4  # photos per gallery page
 PANEL_HEIGHT = 256  # pixels; each panel keeps its photo's aspect
 HEADER = 24  # pixels for the column titles
 COLUMNS = ('gray (L only)', 'full-image', 'fusion (truth boxes)', 'truth')
+SATURATION_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5)
 
 
 @dataclasses.dataclass
@@ -88,6 +95,31 @@ def _scores(truth: np.ndarray, output: np.ndarray, region: np.ndarray) -> Dict[s
           # Sums for the pooled instance PSNR.
           'region_sse': float((squared * region).sum()),
           'region_values': float(region.sum() * 3)}
+
+
+def _saturation_scores(truth: np.ndarray, output: np.ndarray) -> List[Dict[str, float]]:
+  """PSNR and CF of `output` with its ab scaled by each of SATURATION_SCALES (its L kept)."""
+  lab = color.rgb_to_lab(tf.constant(output / 255.0))
+  t = tf.constant(truth[None])
+  scores = []
+  for scale in SATURATION_SCALES:
+    scaled = color.lab_to_rgb(tf.concat([lab[..., :1], lab[..., 1:] * scale], -1))
+    rgb = tf.round(scaled * 255.0)[None]
+    scores.append({'psnr': float(tf.image.psnr(t, rgb, max_val=255.0)[0]),
+                   'cf': float(metrics.colorfulness(rgb)[0])})
+  return scores
+
+
+def gain_at_cf(frontier: List[Dict[str, float]], target_cf: float) -> Optional[float]:
+  """The PSNR gain where the frontier (CF rising with the scale) reaches target_cf, linearly
+  interpolated between scales; the unscaled gain when the output is already that colourful."""
+  if frontier[0]['CF'] >= target_cf:
+    return frontier[0]['gain']
+  for low, high in zip(frontier, frontier[1:]):
+    if high['CF'] >= target_cf:
+      share = (target_cf - low['CF']) / (high['CF'] - low['CF'])
+      return low['gain'] + share * (high['gain'] - low['gain'])
+  return None
 
 
 def _psnr_of(sse: float, count: float) -> Optional[float]:
@@ -145,7 +177,9 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
     if detector:
       outputs[DETECTOR] = colorized(detector(photo.jpeg))
     per_image.append({'image_id': photo.image_id, 'boxes': len(photo.boxes),
-                      **{v: _scores(photo.truth, outputs[v], region) for v in variants}})
+                      **{v: _scores(photo.truth, outputs[v], region) for v in variants},
+                      'saturation': {v: _saturation_scores(photo.truth, outputs[v])
+                                     for v in variants[1:]}})
     rows.append([outputs[GRAY], outputs[FULL], outputs[FUSION], photo.truth])
     print(f'  [{index + 1}/{len(photos)}] {photo.image_id}', flush=True)
 
@@ -171,6 +205,18 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
                                      'share': wins / len(with_boxes) if with_boxes else None},
       'psnr_gain_over_gray': {v: table[v]['PSNR'] - table[GRAY]['PSNR'] for v in variants[1:]},
   }
+  cf_truth = float(np.mean([image[GRAY]['cf_truth'] for image in per_image]))
+  result['saturation_frontier'] = {}
+  result['psnr_gain_at_truth_cf'] = {}
+  for variant in variants[1:]:
+    frontier = []
+    for index, scale in enumerate(SATURATION_SCALES):
+      psnr = float(np.mean([image['saturation'][variant][index]['psnr'] for image in per_image]))
+      cf = float(np.mean([image['saturation'][variant][index]['cf'] for image in per_image]))
+      frontier.append({'scale': scale, 'gain': psnr - table[GRAY]['PSNR'], 'CF': cf,
+                       'dCF': abs(cf - cf_truth)})
+    result['saturation_frontier'][variant] = frontier
+    result['psnr_gain_at_truth_cf'][variant] = gain_at_cf(frontier, cf_truth)
   tf.io.gfile.makedirs(out_dir)
   with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
     json.dump(result, f, indent=2)
@@ -210,6 +256,15 @@ def format_table(result: Dict) -> str:
                  f"{wins['photos_with_boxes']} photos ({100 * wins['share']:.0f}%)")
   lines.append('PSNR gain over gray: ' + ', '.join(
       f'{v} {g:+.2f} dB' for v, g in result['psnr_gain_over_gray'].items()))
+  lines += ['', 'saturation frontier: PSNR gain over gray / CF with the output ab scaled',
+            '| variant | ' + ' | '.join(f'ab x {s:g}' for s in SATURATION_SCALES) + ' |',
+            '|---' * (len(SATURATION_SCALES) + 1) + '|']
+  for variant, frontier in result['saturation_frontier'].items():
+    lines.append(f'| {variant} | ' + ' | '.join(
+        f"{point['gain']:+.2f} / {point['CF']:.1f}" for point in frontier) + ' |')
+  lines.append('PSNR gain over gray at the truth\'s colourfulness: ' + ', '.join(
+      f'{v} ' + (f'beyond ab x {SATURATION_SCALES[-1]:g}' if g is None else f'{g:+.2f} dB')
+      for v, g in result['psnr_gain_at_truth_cf'].items()))
   for skipped in result['skipped_images'][:10]:
     lines.append(f"  skipped {skipped['image_id']}: {skipped['reason']}: {skipped['detail']}")
   return '\n'.join(lines)

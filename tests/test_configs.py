@@ -47,7 +47,8 @@ def test_fusion_points_only_reach_the_fusion_stage():
       configs.get_config('tiny').trainer_options('full').to_dict())
   with pytest.raises(ConfigError, match='fusion stage only'):
     TrainerOptions(stage='full', net=config.net_config(), schedule=config.full,
-                   fusion_points=('conv1_2',), flip_augmentation=False, min_crop_scale=1.0)
+                   fusion_points=('conv1_2',), flip_augmentation=False, min_crop_scale=1.0,
+                   color_rebalance=0.0)
 
 
 def test_crops_reach_transform_and_stages_1_2_only():
@@ -56,6 +57,13 @@ def test_crops_reach_transform_and_stages_1_2_only():
   assert config.trainer_options('full').min_crop_scale == 0.5
   assert config.trainer_options('instance').min_crop_scale == 0.5
   assert config.trainer_options('fusion').min_crop_scale == 1.0
+
+
+def test_color_rebalance_needs_lab():
+  assert configs.get_config('tiny', color_rebalance=0.5).trainer_options('fusion').color_rebalance \
+      == 0.5
+  with pytest.raises(ConfigError, match="color_rebalance weights ab colours; it needs"):
+    configs.get_config('tiny', color_space='rgb', color_rebalance=0.5)
 
 
 def test_overrides_are_checked():
@@ -86,6 +94,7 @@ def test_overrides_are_checked():
     ('flip_augmentation', 1, 'flip_augmentation must be True or False'),
     ('min_crop_scale', 0, 'min_crop_scale must be > 0'),
     ('min_crop_scale', 1.5, r'min_crop_scale must be in \(0, 1\]'),
+    ('color_rebalance', 1.5, r'color_rebalance must be in \[0, 1\]'),
     ('full.lr_decay', 'linear', r"full.lr_decay must be one of \['constant', 'cosine'\]"),
     ('full.epochs', 0, 'full.epochs must be >= 1'),
     ('fusion.learning_rate', -1e-4, 'fusion.learning_rate must be > 0'),

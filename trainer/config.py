@@ -114,6 +114,13 @@ def _crop_scale(value: Any, name: str) -> float:
   return scale
 
 
+def _fraction(value: Any, name: str) -> float:
+  fraction = _number(value, name, non_negative=True)
+  if fraction > 1:
+    raise ConfigError(f'{name} must be in [0, 1], got {value}')
+  return fraction
+
+
 def _name(value: Any, name: str) -> str:
   if not isinstance(value, str) or not value:
     raise ConfigError(f'{name} must be a non-empty string, got {value!r}')
@@ -128,6 +135,7 @@ _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'include_difficult': _flag,
     'flip_augmentation': _flag,
     'min_crop_scale': _crop_scale,
+    'color_rebalance': _fraction,
     'width': lambda v, n: _number(v, n, positive=True),
     'fusion_points': _fusion_points,
     'split_mode': lambda v, n: _choice(v, n, names.SPLIT_MODES),
@@ -186,6 +194,10 @@ class PipelineConfig:
   # so no stage-1 crop is upsampled.
   flip_augmentation: bool = False
   min_crop_scale: float = 1.0
+  # Loss: weight each pixel's Huber term by how rare its true ab is in the stage's training items,
+  # Zhang et al. 2016's class rebalancing raised to this power (0: the paper's plain Huber; 1:
+  # Zhang's weights). Lab only.
+  color_rebalance: float = 0.0
   # Trainer schedules (the official code's).
   full: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
   instance: StageConfig = StageConfig(epochs=150, batch_size=16, learning_rate=5e-4)
@@ -199,6 +211,9 @@ class PipelineConfig:
 
   def __post_init__(self):
     _check_fields(self)
+    if self.color_rebalance and self.color_space != names.LAB:
+      raise ConfigError(f'color_rebalance weights ab colours; it needs color_space={names.LAB!r}, '
+                        f'not {self.color_space!r}')
 
   def replace(self, **changes: Any) -> 'PipelineConfig':
     """A copy with some fields changed; `stage.field` keys change one schedule field
@@ -236,6 +251,7 @@ class PipelineConfig:
     return TrainerOptions(stage=stage, net=self.net_config(), schedule=self.schedule(stage),
                           fusion_points=self.fusion_points if stage == names.FUSION else (),
                           flip_augmentation=self.flip_augmentation,
+                          color_rebalance=self.color_rebalance,
                           # Stage 3 trains on whole items (its crops must match its frame).
                           min_crop_scale=1.0 if stage == names.FUSION else self.min_crop_scale)
 
@@ -308,13 +324,14 @@ class ImageLayout(Protocol):
 @dataclasses.dataclass(frozen=True)
 class TrainerOptions(_View):
   """One Trainer's custom_config: its stage, the nets, its schedule, the fusion points (stage 3),
-  and the training views (mirroring; crops, stages 1-2)."""
+  the training views (mirroring; crops, stages 1-2) and the loss's colour rebalancing."""
   stage: str
   net: NetConfig
   schedule: StageConfig
   fusion_points: Tuple[str, ...]
   flip_augmentation: bool
   min_crop_scale: float
+  color_rebalance: float
 
   def __post_init__(self):
     _choice(self.stage, 'stage', names.STAGES)
@@ -329,3 +346,5 @@ class TrainerOptions(_View):
       object.__setattr__(self, 'fusion_points', ())
     _flag(self.flip_augmentation, 'flip_augmentation')
     object.__setattr__(self, 'min_crop_scale', _crop_scale(self.min_crop_scale, 'min_crop_scale'))
+    object.__setattr__(self, 'color_rebalance',
+                       _fraction(self.color_rebalance, 'color_rebalance'))

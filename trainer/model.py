@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from trainer import features, names
+from trainer import features, names, rebalance
 from trainer.config import NetConfig, StageConfig
 
 # Up blocks add a 3x3 conv of an earlier feature (U-Net-like shortcut).
@@ -310,12 +311,20 @@ def huber_delta(color_space: str) -> float:
   return 1.0 / 110.0 if color_space == names.LAB else 2.0 / 255.0
 
 
-def colorization_loss(color_space: str):
-  """Huber loss x 10, as in the official training code."""
-  huber = keras.losses.Huber(delta=huber_delta(color_space))
+def colorization_loss(color_space: str, color_weights: Optional[np.ndarray] = None):
+  """Huber loss x 10, as in the official training code; with `color_weights`
+  (`rebalance.rebalancing_weights`, Lab only) each pixel's term weighted by its true colour."""
+  if color_weights is None:
+    huber = keras.losses.Huber(delta=huber_delta(color_space))
+    return lambda y_true, y_pred: 10.0 * huber(y_true, y_pred)
+  if color_space != names.LAB:
+    raise ValueError(f'colour rebalancing weights ab; color_space is {color_space!r}')
+  per_pixel = keras.losses.Huber(delta=huber_delta(color_space),
+                                 reduction=keras.losses.Reduction.NONE)
 
   def loss(y_true, y_pred):
-    return 10.0 * huber(y_true, y_pred)
+    weights = rebalance.pixel_weights(color_weights, y_true)
+    return 10.0 * tf.reduce_mean(weights * per_pixel(y_true, y_pred))
 
   return loss
 
@@ -332,11 +341,12 @@ def learning_rate_schedule(schedule: StageConfig, total_steps: int):
   return schedule.learning_rate
 
 
-def compile_for_training(model: keras.Model, color_space: str, learning_rate) -> None:
+def compile_for_training(model: keras.Model, color_space: str, learning_rate,
+                         color_weights: Optional[np.ndarray] = None) -> None:
   """Adam on the Huber loss; `learning_rate` a float or a keras schedule
-  (`learning_rate_schedule`)."""
+  (`learning_rate_schedule`), `color_weights` as in `colorization_loss`."""
   model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.99),
-                loss=colorization_loss(color_space))
+                loss=colorization_loss(color_space, color_weights))
   # The nets are plain tensor code. Without autograph, building the fusion model's train graph
   # takes seconds instead of about a minute (each nested Keras call is otherwise converted).
   model.train_step = tf.autograph.experimental.do_not_convert(model.train_step)

@@ -18,7 +18,7 @@ import tf_keras as keras
 from absl import logging
 from tfx import v1 as tfx
 
-from trainer import data, model, names, serving
+from trainer import data, model, names, rebalance, serving
 from trainer.config import TrainerOptions
 
 
@@ -96,10 +96,20 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
                              flip_augmentation=options.flip_augmentation,
                              min_crop_scale=options.min_crop_scale)
 
+  color_weights = None
+  if options.color_rebalance:
+    # The prior of this stage's own training targets (whole frames, crops or boxed frames).
+    histogram = rebalance.ab_histogram(
+        target for _, target in dataset(fn_args.train_files, training=False))
+    color_weights = rebalance.rebalancing_weights(histogram, options.color_rebalance)
+    seen = color_weights[histogram > 0]
+    logging.info('%s stage: colour rebalancing %.2f from %d pixels, weights %.2f..%.2f', stage,
+                 options.color_rebalance, histogram.sum(), seen.min(), seen.max())
   colorizer, nets = build_stage_model(fn_args, options, full_model_dir)
   keras_model = colorizer.keras_model
   model.compile_for_training(keras_model, config.color_space,
-                             model.learning_rate_schedule(schedule, schedule.epochs * steps))
+                             model.learning_rate_schedule(schedule, schedule.epochs * steps),
+                             color_weights)
   logging.info('%s stage: %d trainable weights, %d train items, %d epochs x %d steps, batch %d',
                stage, len(keras_model.trainable_weights), train_count, schedule.epochs,
                steps, batch_size)

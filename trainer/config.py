@@ -31,11 +31,15 @@ def _integer(value: Any, name: str, minimum: int, maximum: Optional[int] = None)
   return int(value)
 
 
-def _number(value: Any, name: str, positive: bool = False, non_negative: bool = False) -> float:
+def _number(value: Any, name: str, positive: bool = False, non_negative: bool = False,
+            maximum: Optional[float] = None) -> float:
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise ConfigError(f'{name} must be a number, got {value!r} ({type(value).__name__})')
   if (positive and value <= 0) or (non_negative and value < 0):
     raise ConfigError(f'{name} must be {"> 0" if positive else ">= 0"}, got {value}')
+  if maximum is not None and value > maximum:
+    low = '(0' if positive else '[0' if non_negative else '(-inf'
+    raise ConfigError(f'{name} must be in {low}, {maximum:g}], got {value}')
   return float(value)
 
 
@@ -107,20 +111,6 @@ def _stage(value: Any, name: str) -> StageConfig:
     raise ConfigError(f'{name}: {e}; a schedule has {fields}') from None
 
 
-def _crop_scale(value: Any, name: str) -> float:
-  scale = _number(value, name, positive=True)
-  if scale > 1:
-    raise ConfigError(f'{name} must be in (0, 1] (1: no crops), got {value}')
-  return scale
-
-
-def _fraction(value: Any, name: str) -> float:
-  fraction = _number(value, name, non_negative=True)
-  if fraction > 1:
-    raise ConfigError(f'{name} must be in [0, 1], got {value}')
-  return fraction
-
-
 def _name(value: Any, name: str) -> str:
   if not isinstance(value, str) or not value:
     raise ConfigError(f'{name} must be a non-empty string, got {value!r}')
@@ -134,8 +124,8 @@ _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'color_space': lambda v, n: _choice(v, n, names.COLOR_SPACES),
     'include_difficult': _flag,
     'flip_augmentation': _flag,
-    'min_crop_scale': _crop_scale,
-    'color_rebalance': _fraction,
+    'min_crop_scale': lambda v, n: _number(v, n, positive=True, maximum=1.0),  # 1: no crops
+    'color_rebalance': lambda v, n: _number(v, n, non_negative=True, maximum=1.0),
     'width': lambda v, n: _number(v, n, positive=True),
     'fusion_points': _fusion_points,
     'split_mode': lambda v, n: _choice(v, n, names.SPLIT_MODES),
@@ -345,6 +335,5 @@ class TrainerOptions(_View):
     else:
       object.__setattr__(self, 'fusion_points', ())
     _flag(self.flip_augmentation, 'flip_augmentation')
-    object.__setattr__(self, 'min_crop_scale', _crop_scale(self.min_crop_scale, 'min_crop_scale'))
-    object.__setattr__(self, 'color_rebalance',
-                       _fraction(self.color_rebalance, 'color_rebalance'))
+    for field in ('min_crop_scale', 'color_rebalance'):
+      object.__setattr__(self, field, _RULES[field](getattr(self, field), field))

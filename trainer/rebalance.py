@@ -50,11 +50,11 @@ def rebalancing_weights(histogram: np.ndarray, strength: float) -> np.ndarray:
   """Per-cell loss weights [AB_BINS, AB_BINS] from `ab_histogram` counts; mean 1 under them."""
   if histogram.sum() <= 0:
     raise ValueError('no pixels to build the colour prior from')
-  prior = _smoothed(histogram / histogram.sum())
+  observed = histogram / histogram.sum()
+  prior = _smoothed(observed)
   prior /= prior.sum()
   cells = np.count_nonzero(prior > 1e-12)  # Zhang's Q: the cells colours actually fall in
   weights = ((1 - REBALANCE_MIX) * prior + REBALANCE_MIX / cells) ** -strength
-  observed = histogram / histogram.sum()
   return (weights / (observed * weights).sum()).astype(np.float32)
 
 

@@ -58,8 +58,8 @@ def _detector(args: argparse.Namespace):
   """The --detector of colorize/evaluate, or None."""
   if not args.detector:
     return None
-  from tools import colorize
-  return colorize.HubDetector(args.detector, args.score_threshold, args.max_detections)
+  from components import detectors
+  return detectors.load_detector(args.detector, args.score_threshold, args.max_detections)
 
 
 def _failed_components(pipeline_root: str) -> List[str]:
@@ -282,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
   boxes = paint.add_mutually_exclusive_group()
   boxes.add_argument('--boxes', help='JSON {"image": [[ymin, xmin, ymax, xmax], ...]} (normalised)')
   boxes.add_argument('--detector', metavar='HANDLE',
-                     help='tensorflow_hub handle or local SavedModel of a TF Object Detection API '
-                          'detector (detection_boxes, detection_scores)')
+                     help='TFLite SSD file (.tflite), or tensorflow_hub handle or local SavedModel '
+                          'of a TF Object Detection API detector (detection_boxes, '
+                          'detection_scores)')
   paint.add_argument('--batch-size', type=int, default=8,
                      help='images per call of the model (default: %(default)s)')
   paint.add_argument('--side-by-side', action='store_true',
@@ -299,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
   score.add_argument('--split', default='val',
                      help='ImageSets/Main/<split>.txt; every image without it (default: %(default)s)')
   score.add_argument('--detector', metavar='HANDLE',
-                     help='also score fusion with this detector\'s boxes (tensorflow_hub handle '
-                          'or local SavedModel)')
+                     help='also score fusion with this detector\'s boxes (TFLite SSD file, '
+                          'tensorflow_hub handle or local SavedModel)')
   score.add_argument('--out', required=True,
                      help='folder for metrics.json, per_image.csv and gallery pages')
   score.set_defaults(func=cmd_evaluate)

@@ -1,5 +1,6 @@
-"""colorize: run a pushed instcolor SavedModel on image files, with boxes from a file, a
-tensorflow_hub detector (TF Object Detection API outputs) or none (full-image path)."""
+"""colorize: run a pushed instcolor SavedModel on image files, with boxes from a file, a detector
+(components/detectors.py: a TFLite SSD file, a tensorflow_hub handle or SavedModel) or none
+(full-image path)."""
 from __future__ import annotations
 
 import collections
@@ -17,7 +18,7 @@ import tensorflow as tf
 import tqdm
 from PIL import Image
 
-Boxes = np.ndarray  # [N, 4] normalised (ymin, xmin, ymax, xmax)
+from components.detectors import Boxes, Detector
 
 
 def resolve_model_dir(path: str) -> str:
@@ -42,25 +43,6 @@ def load_boxes_file(path: str) -> Dict[str, Boxes]:
     array = np.asarray(rows, np.float32).reshape(-1, 4)
     boxes[key] = array
   return boxes
-
-
-class HubDetector:
-  """A tensorflow_hub detector with the TF Object Detection API outputs."""
-
-  def __init__(self, handle: str, score_threshold: float = 0.7, max_detections: int = 8):
-    import tensorflow_hub as hub  # imported only when a detector is asked for
-    self._detector = hub.load(handle)
-    self.score_threshold = score_threshold
-    self.max_detections = max_detections
-
-  def __call__(self, image_bytes: bytes) -> Boxes:
-    pixels = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    outputs = self._detector(pixels[tf.newaxis])
-    boxes = np.asarray(outputs['detection_boxes'])[0].reshape(-1, 4)
-    scores = np.asarray(outputs['detection_scores'])[0].reshape(-1)
-    keep = np.argsort(-scores)[:self.max_detections]
-    keep = keep[scores[keep] >= self.score_threshold]
-    return boxes[keep].astype(np.float32)
 
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
@@ -152,7 +134,7 @@ class Serving:
 
 def colorize_files(model_dir: str, inputs: Sequence[str], out_dir: str,
                    boxes: Optional[Dict[str, Boxes]] = None,
-                   detector: Optional[HubDetector] = None, batch_size: int = 8,
+                   detector: Optional[Detector] = None, batch_size: int = 8,
                    side_by_side: bool = False) -> Outcome:
   """Colorizes files, folders and globs into out_dir (see output_names). An unreadable file is
   reported in one line and skipped; the others go on."""

@@ -32,7 +32,8 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from components.voc_example_gen import voc
-from tools.colorize import HubDetector, Serving
+from components.detectors import Detector
+from tools.colorize import Serving
 from trainer import color, metrics, model
 
 GRAY, FULL, FUSION, DETECTOR = 'gray baseline', 'full-image', 'fusion (truth boxes)', \
@@ -155,7 +156,7 @@ def _gallery_pages(rows: List[List[np.ndarray]], out_dir: str) -> List[str]:
 
 
 def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
-             detector: Optional[HubDetector] = None) -> Dict:
+             detector: Optional[Detector] = None) -> Dict:
   """Writes metrics.json, per_image.csv and gallery pages to out_dir; returns the metrics."""
   serve = Serving(model_dir)
   photos, skipped = _photos(data_dir, split)

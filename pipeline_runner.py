@@ -92,6 +92,8 @@ def _set_log_levels(verbose: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
   config = _config(args)
+  from trainer import backbone
+  backbone.check_available(config.backbone_init)  # e.g. no network for Keras' ImageNet VGG16
   data_root = args.data_dir if '://' in args.data_dir else _voc_folder(args.data_dir)
   pipeline_root = os.path.abspath(args.pipeline_root)
   os.makedirs(pipeline_root, exist_ok=True)

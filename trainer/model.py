@@ -8,14 +8,16 @@ then three up blocks (4x4 stride-2 transposed conv + 3x3 shortcut conv from conv
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence
+import contextlib
+import functools
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from trainer import features, names, rebalance
-from trainer.config import NetConfig, StageConfig
+from trainer import ab_classes, features, names, rebalance
+from trainer.config import CLASSIFICATION, HUBER, NetConfig, StageConfig
 
 # Up blocks add a 3x3 conv of an earlier feature (U-Net-like shortcut).
 SHORTCUTS = {'conv8_up': 'conv3_3', 'conv9_up': 'conv2_2', 'conv10_up': 'conv1_2'}
@@ -23,6 +25,55 @@ SHORTCUTS = {'conv8_up': 'conv3_3', 'conv9_up': 'conv2_2', 'conv10_up': 'conv1_2
 BACKGROUND_BIAS = 1e5
 # Logit of an instance at pixels outside its own box (and of padding slots): excluded from the mix.
 OUTSIDE_LOGIT = -1e9
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+  """Whether this CPU multiplies bfloat16 natively (AMX or AVX-512 BF16; Linux's cpuinfo flags)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = f.read()
+  except OSError:
+    return False
+  return 'amx_bf16' in flags or 'avx512_bf16' in flags
+
+
+def resolve_precision(precision: str) -> str:
+  """A NetConfig precision with 'auto' replaced by the fastest this machine has: mixed_float16 on
+  a GPU, mixed_bfloat16 on a CPU with BF16 units, else float32."""
+  if precision != 'auto':
+    return precision
+  if tf.config.list_physical_devices('GPU'):
+    return 'mixed_float16'
+  return 'mixed_bfloat16' if cpu_has_bf16() else 'float32'
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str) -> Iterator[str]:
+  """Layers built inside compute in `precision` (resolved; variables stay float32); the global
+  Keras policy is restored afterwards, so nets of other precisions can be built in one process."""
+  resolved = resolve_precision(precision)
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(resolved)
+  try:
+    yield resolved
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def output_channels(config: NetConfig) -> int:
+  """What the head predicts per pixel: ab (or RGB), or one logit per ab class."""
+  if config.objective == CLASSIFICATION:
+    return ab_classes.num_classes()
+  return features.target_channels(config.color_space)
+
+
+def to_color(output: tf.Tensor, config: NetConfig) -> tf.Tensor:
+  """A net's output -> its colour prediction in the target encoding (normalised ab or RGB,
+  float32): the annealed mean of class logits, or the regressed values themselves."""
+  if config.objective == CLASSIFICATION:
+    return ab_classes.annealed_mean(output, config.annealed_temperature)
+  return tf.cast(output, tf.float32)
 
 
 def _channels(base: int, width: float) -> int:
@@ -43,9 +94,16 @@ def _up_block(name: str, in_channels: int, shortcut_channels: int, filters: int)
 
 
 class ColorNet:
-  """One colorization net as named blocks; `model` is the plain gray -> colour keras.Model."""
+  """One colorization net as named blocks; `model` is the plain gray -> net output keras.Model
+  (`to_color` turns its output into colour). Computes in the config's precision; the head's
+  output is float32."""
 
   def __init__(self, config: NetConfig, role: str):
+    with precision_scope(config.precision) as precision:
+      self.precision = precision
+      self._build(config, role)
+
+  def _build(self, config: NetConfig, role: str) -> None:
     c = lambda base: _channels(base, config.width)  # noqa: E731
     down = lambda n: keras.layers.MaxPool2D(1, strides=2, name=f'{role}_{n}_down')  # subsample
     bn = lambda n: keras.layers.BatchNormalization(name=f'{role}_{n}_bn')  # noqa: E731
@@ -79,9 +137,14 @@ class ColorNet:
             keras.layers.Conv2D(c(128), 3, padding='same', name=f'{role}_conv10_2'),
             keras.layers.LeakyReLU(0.2, name=f'{role}_conv10_lrelu')]),
     }
-    out_channels = features.target_channels(config.color_space)
-    self.head = seq('out', [keras.layers.Conv2D(out_channels, 1, name=f'{role}_out'),
-                            keras.layers.Activation('tanh', name=f'{role}_tanh')])
+    # float32 head: the loss, the softmax over classes and tanh want full precision.
+    if config.objective == CLASSIFICATION:
+      head = [keras.layers.Conv2D(output_channels(config), 1, name=f'{role}_out_classes',
+                                  dtype='float32')]
+    else:
+      head = [keras.layers.Conv2D(output_channels(config), 1, name=f'{role}_out', dtype='float32'),
+              keras.layers.Activation('tanh', name=f'{role}_tanh', dtype='float32')]
+    self.head = seq('out', head)
     gray = keras.Input([config.image_size, config.image_size, 1], name=features.GRAY)
     self.model = keras.Model(gray, self(gray)[0], name=role)
 
@@ -106,17 +169,30 @@ class ColorNet:
   def layers(self):
     return list(self.blocks.values()) + [self.head]
 
+  def conv(self, name: str) -> keras.layers.Conv2D:
+    """The conv layer `conv<block>_<i>` (e.g. 'conv1_1')."""
+    block = 'conv' + name[4:].split('_')[0]
+    point = next(p for p in self.blocks if p.split('_')[0] == block and not p.endswith('_up'))
+    return self.blocks[point].get_layer(f'{self.role}_{name}')
+
+  def encoder_convs(self) -> List[keras.layers.Conv2D]:
+    """conv1_1 .. conv5_3: the layers a pretrained VGG16 fills (trainer/backbone.py)."""
+    from trainer.backbone import ENCODER_LAYERS  # backbone imports h5py; only needed here
+    return [self.conv(name) for name in ENCODER_LAYERS]
+
   def freeze(self) -> None:
     for layer in self.layers:
       layer.trainable = False  # BatchNorm then also runs in inference mode
 
 
 def _weight_generator(name: str) -> keras.Sequential:
-  """C -> 16 -> 16 -> 1 conv stack predicting one mixing logit per pixel."""
+  """C -> 16 -> 16 -> 1 conv stack predicting one mixing logit per pixel (float32, tiny)."""
   return keras.Sequential([
-      keras.layers.Conv2D(16, 3, padding='same', activation='relu', name=f'{name}_1'),
-      keras.layers.Conv2D(16, 3, padding='same', activation='relu', name=f'{name}_2'),
-      keras.layers.Conv2D(1, 3, padding='same', name=f'{name}_3'),
+      keras.layers.Conv2D(16, 3, padding='same', activation='relu', name=f'{name}_1',
+                          dtype='float32'),
+      keras.layers.Conv2D(16, 3, padding='same', activation='relu', name=f'{name}_2',
+                          dtype='float32'),
+      keras.layers.Conv2D(1, 3, padding='same', name=f'{name}_3', dtype='float32'),
   ], name=name)
 
 
@@ -157,6 +233,9 @@ class FusionLayer(keras.layers.Layer):
   """
 
   def __init__(self, max_boxes: int, **kwargs):
+    # float32 whatever the nets compute in: the +1e5 background bias and the -1e9 logits of
+    # excluded maps overflow float16.
+    kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.max_boxes = max_boxes
     self.full_weights = _weight_generator(f'{self.name}_full')
@@ -311,9 +390,23 @@ def huber_delta(color_space: str) -> float:
   return 1.0 / 110.0 if color_space == names.LAB else 2.0 / 255.0
 
 
-def colorization_loss(color_space: str, color_weights: Optional[np.ndarray] = None):
-  """Huber loss x 10, as in the official training code; with `color_weights`
-  (`rebalance.rebalancing_weights`, Lab only) each pixel's term weighted by its true colour."""
+def colorization_loss(color_space: str, color_weights: Optional[np.ndarray] = None,
+                      objective: str = HUBER):
+  """Huber loss x 10, as in the official training code, or (objective 'classification', Lab
+  only) the cross-entropy of the ab class logits against the soft-encoded truth; with
+  `color_weights` (`rebalance.rebalancing_weights`, Lab only) each pixel's term weighted by its
+  true colour."""
+  if objective == CLASSIFICATION:
+    if color_space != names.LAB:
+      raise ValueError(f'ab classes need color_space {names.LAB!r}, not {color_space!r}')
+
+    def classification(y_true, y_pred):
+      per_pixel = ab_classes.cross_entropy(y_true, y_pred)
+      if color_weights is not None:
+        per_pixel *= rebalance.pixel_weights(color_weights, y_true)
+      return tf.reduce_mean(per_pixel)
+
+    return classification
   if color_weights is None:
     huber = keras.losses.Huber(delta=huber_delta(color_space))
     return lambda y_true, y_pred: 10.0 * huber(y_true, y_pred)
@@ -341,12 +434,37 @@ def learning_rate_schedule(schedule: StageConfig, total_steps: int):
   return schedule.learning_rate
 
 
-def compile_for_training(model: keras.Model, color_space: str, learning_rate,
+def offset_schedule(learning_rate, offset: int):
+  """`learning_rate` (a float or a keras schedule) as seen `offset` steps later: training in
+  phases (trainable weights changed, so compiled again) continues one schedule."""
+  if not offset or not callable(learning_rate):
+    return learning_rate
+  return _OffsetSchedule(learning_rate, offset)
+
+
+class _OffsetSchedule(keras.optimizers.schedules.LearningRateSchedule):
+
+  def __init__(self, schedule, offset: int):
+    self.schedule, self.offset = schedule, offset
+
+  def __call__(self, step):
+    return self.schedule(step + self.offset)
+
+  def get_config(self):
+    return {'schedule': keras.optimizers.schedules.serialize(self.schedule),
+            'offset': self.offset}
+
+
+def compile_for_training(model: keras.Model, config: NetConfig, learning_rate,
                          color_weights: Optional[np.ndarray] = None) -> None:
-  """Adam on the Huber loss; `learning_rate` a float or a keras schedule
-  (`learning_rate_schedule`), `color_weights` as in `colorization_loss`."""
-  model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.99),
-                loss=colorization_loss(color_space, color_weights))
+  """Adam on the config's loss; `learning_rate` a float or a keras schedule
+  (`learning_rate_schedule`), `color_weights` as in `colorization_loss`. float16 nets get dynamic
+  loss scaling (small gradients underflow float16; bfloat16 has float32's range)."""
+  optimizer = keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.99)
+  if resolve_precision(config.precision) == 'mixed_float16':
+    optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+  model.compile(optimizer=optimizer,
+                loss=colorization_loss(config.color_space, color_weights, config.objective))
   # The nets are plain tensor code. Without autograph, building the fusion model's train graph
   # takes seconds instead of about a minute (each nested Keras call is otherwise converted).
   model.train_step = tf.autograph.experimental.do_not_convert(model.train_step)

@@ -49,6 +49,8 @@ SPLIT_MODES: Tuple[str, ...] = ('auto', 'lists', 'hash')
 # stage loads; <net>_initial.h5 is what a stage started from) and its Keras history beside them.
 WEIGHTS_DIR = 'weights'
 HISTORY_FILE = 'history.json'
+# ... and, when stage 1's encoder started from pretrained weights, what they were (source, sha256).
+BACKBONE_FILE = 'backbone_init.json'
 
 
 def weights_file(model_uri: str, net: str) -> str:

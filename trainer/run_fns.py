@@ -18,8 +18,8 @@ import tf_keras as keras
 from absl import logging
 from tfx import v1 as tfx
 
-from trainer import data, model, names, rebalance, serving
-from trainer.config import TrainerOptions
+from trainer import backbone, data, model, names, rebalance, serving
+from trainer.config import BACKBONE_NONE, TrainerOptions
 
 
 def _model_uri(serving_model_dir: str) -> str:
@@ -42,21 +42,39 @@ def _load_weights(keras_model: keras.Model, upstream_serving_dir: str, net: str,
   logging.info('%s stage: loaded %s weights from %s', stage, net, path)
 
 
+def _init_encoder(full: model.ColorNet, source: str, serving_model_dir: str) -> None:
+  """Stage 1's conv1-conv5 from pretrained VGG16 weights; what they came from (file and sha256)
+  is recorded beside the weights, for lineage."""
+  weights = backbone.load(source)
+  backbone.assign(full, weights)
+  logging.info('full stage: encoder from %s (%s, sha256 %s)', source, weights.path, weights.sha256)
+  path = os.path.join(_model_uri(serving_model_dir), names.WEIGHTS_DIR, names.BACKBONE_FILE)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path, 'w') as f:
+    json.dump(weights.record(), f, indent=1)
+  _save_weights(full.model, serving_model_dir, 'full_initial')
+
+
 def build_stage_model(fn_args: tfx.components.FnArgs, options: TrainerOptions,
                       full_model_dir: Optional[str] = None):
   """The stage's net built from upstream weights: (its serving Colorizer, {net name: keras model
-  whose weights the stage writes}); `colorizer.keras_model` is what trains."""
+  whose weights the stage writes}, the encoder convs that start pretrained: stage 1 with
+  backbone_init only); `colorizer.keras_model` is what trains."""
   stage, config, out_dir = options.stage, options.net, fn_args.serving_model_dir
   if stage == names.FULL:
     full = model.ColorNet(config, 'full')
-    return serving.Colorizer(full.model, stage, config), {'full': full.model}
+    encoder = []
+    if options.backbone_init != BACKBONE_NONE:
+      _init_encoder(full, options.backbone_init, out_dir)
+      encoder = full.encoder_convs()
+    return serving.Colorizer(full.model, stage, config), {'full': full.model}, encoder
   if not fn_args.base_model:
     raise ValueError(f'{stage} stage needs the upstream model through {names.BASE_MODEL_KEY}')
   if stage == names.INSTANCE:
     instance = model.ColorNet(config, 'instance')
     _load_weights(instance.model, fn_args.base_model, 'full', stage)
     _save_weights(instance.model, out_dir, 'instance_initial')
-    return serving.Colorizer(instance.model, stage, config), {'instance': instance.model}
+    return serving.Colorizer(instance.model, stage, config), {'instance': instance.model}, []
   if not full_model_dir:
     raise ValueError(f'fusion stage needs the full Trainer model through the '
                      f'{names.FULL_MODEL_KEY} channel')
@@ -69,7 +87,8 @@ def build_stage_model(fn_args: tfx.components.FnArgs, options: TrainerOptions,
   _save_weights(fusion.model, out_dir, 'fusion_initial')
   # Serving runs the instance net on real boxes only; training always sees K slots.
   colorizer = serving.Colorizer(fusion.model, stage, config, predict=fusion.predict_real_boxes)
-  return colorizer, {'full': full.model, 'instance': instance.model, 'fusion': fusion.model}
+  return (colorizer, {'full': full.model, 'instance': instance.model, 'fusion': fusion.model},
+          [])
 
 
 def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
@@ -105,26 +124,46 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
     seen = color_weights[histogram > 0]
     logging.info('%s stage: colour rebalancing %.2f from %d pixels, weights %.2f..%.2f', stage,
                  options.color_rebalance, histogram.sum(), seen.min(), seen.max())
-  colorizer, nets = build_stage_model(fn_args, options, full_model_dir)
+  colorizer, nets, encoder = build_stage_model(fn_args, options, full_model_dir)
   keras_model = colorizer.keras_model
-  model.compile_for_training(keras_model, config.color_space,
-                             model.learning_rate_schedule(schedule, schedule.epochs * steps),
-                             color_weights)
-  logging.info('%s stage: %d trainable weights, %d train items, %d epochs x %d steps, batch %d',
-               stage, len(keras_model.trainable_weights), train_count, schedule.epochs,
-               steps, batch_size)
-  history = keras_model.fit(
-      dataset(fn_args.train_files, training=True),
-      epochs=schedule.epochs, steps_per_epoch=steps,
-      validation_data=dataset(fn_args.eval_files, training=False) if eval_count else None,
-      callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq='epoch')],
-      verbose=2)
+  learning_rate = model.learning_rate_schedule(schedule, schedule.epochs * steps)
+  logging.info('%s stage: %d trainable weights, %d train items, %d epochs x %d steps, batch %d, '
+               '%s, %s', stage, len(keras_model.trainable_weights), train_count, schedule.epochs,
+               steps, batch_size, model.resolve_precision(config.precision), config.objective)
+  train_data = dataset(fn_args.train_files, training=True)
+  eval_data = dataset(fn_args.eval_files, training=False) if eval_count else None
+  tensorboard = keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq='epoch')
+  history = {}
+  # Phases of epochs: the pretrained encoder frozen for its first epochs (stage 1), then all.
+  frozen = options.freeze_backbone_epochs
+  phases = [(0, frozen, True), (frozen, schedule.epochs, False)]
+  for first_epoch, end_epoch, freeze_encoder in phases:
+    if first_epoch == end_epoch:
+      continue
+    for layer in encoder:
+      layer.trainable = not freeze_encoder
+    # Keras wants a compile after trainable flags change; the new optimizer counts steps from 0,
+    # so the learning-rate schedule is offset to continue where the last phase stopped.
+    model.compile_for_training(keras_model, config,
+                               model.offset_schedule(learning_rate, first_epoch * steps),
+                               color_weights)
+    logging.info('%s stage: epochs %d-%d%s', stage, first_epoch + 1, end_epoch,
+                 ' with the pretrained encoder frozen' if freeze_encoder else '')
+    fitted = keras_model.fit(train_data, initial_epoch=first_epoch, epochs=end_epoch,
+                             steps_per_epoch=steps, validation_data=eval_data,
+                             callbacks=[tensorboard], verbose=2)
+    for key, values in fitted.history.items():
+      history.setdefault(key, []).extend(float(v) for v in values)
+  # A block with some layers frozen lists its weights trainable first: saved like that, its .h5
+  # would not load into the next stage's (all trainable) net.
+  for layer in encoder:
+    layer.trainable = True
   for net, net_model in nets.items():
     _save_weights(net_model, fn_args.serving_model_dir, net)
   history_path = os.path.join(_model_uri(fn_args.serving_model_dir), names.WEIGHTS_DIR,
                               names.HISTORY_FILE)
   with tf.io.gfile.GFile(history_path, 'w') as f:
-    json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)
+    json.dump(history, f)
   serving.export(colorizer, tf_transform_output, fn_args.serving_model_dir)
 
 

@@ -106,6 +106,10 @@ class Colorizer:
       return {k: decoded[k] for k in model.FusionNet.INPUTS}
     return decoded[features.GRAY]
 
+  def predict_color(self, prepared: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """Prepared inputs -> the colour prediction in the target encoding (float32)."""
+    return model.to_color(self._predict(prepared), self.config)
+
   def prepare_batch(self, images: tf.Tensor, boxes: tf.Tensor) -> Dict[str, tf.Tensor]:
     """images [B] bytes, boxes [B,N,4] -> the fusion inputs (gray, instance_gray, boxes, mask)."""
     s, k = self.config.image_size, self.config.max_boxes
@@ -120,7 +124,8 @@ class Colorizer:
   def colorize(self, images: tf.Tensor, boxes: tf.Tensor) -> Dict[str, tf.Tensor]:
     """images [B] bytes, boxes [B,N,4] -> {colorized [B] PNG, ab [B,S,S,2]} (module docstring)."""
     images = tf.reshape(images, [-1])
-    ab = predicted_ab(self._predict(self.prepare_batch(images, boxes)), self.config.color_space)
+    ab = predicted_ab(self.predict_color(self.prepare_batch(images, boxes)),
+                      self.config.color_space)
     pngs = tf.map_fn(lambda e: recombine(e[0], e[1], e[2]),
                      (images, ab, tf.range(tf.shape(images)[0])),
                      fn_output_signature=tf.TensorSpec([], tf.string))
@@ -163,7 +168,8 @@ def evaluation_signatures(colorizer: Colorizer, tf_transform_output: tft.TFTrans
 
   @tf.function(input_signature=[examples], autograph=False)
   def evaluate(examples):
-    return {'prediction': keras_model(colorizer.model_inputs(decoded(examples)))}
+    prediction = keras_model(colorizer.model_inputs(decoded(examples)))
+    return {'prediction': model.to_color(prediction, config)}
 
   @tf.function(input_signature=[examples], autograph=False)
   def transform_features(examples):

@@ -1,13 +1,16 @@
-"""Colour quality: train a preset on the raccoon photos, then score it on their val split.
+"""Colour quality: train a preset on shared photos, then score it on their val split.
 
   .venv/bin/python bench/quality.py [--preset cpu] [--set key=value ...] [--pipeline-root DIR]
-                                   [--baseline DIR]
+                                   [--data imagenet1k|raccoon | --data-dir DIR] [--baseline DIR]
+                                   [--detector FILE|HANDLE [--score-threshold 0.5]]
 
-Runs the whole pipeline (pipeline_runner.py run) on ../shared/data/raccoon (its own 160/40 split),
-then `evaluate` on the val split with the fusion Trainer's serving model (blessed or not): gray
-baseline, full-image and fusion with the annotated boxes, at each photo's full resolution. Prints
-the table and the wall time of each part. A second call with the same root and settings reuses the
-trained models from the cache (only the scoring runs again).
+Runs the whole pipeline (pipeline_runner.py run) on ../shared/data/imagenet1k (827 varied photos,
+727 train / 100 val, detector boxes) or, with --data raccoon, ../shared/data/raccoon (its own
+160/40 split), then `evaluate` on the val split with the fusion Trainer's serving model (blessed
+or not): gray baseline, full-image and fusion with the annotated boxes (and, with --detector,
+a detector's boxes), at each photo's full resolution. Prints the table and the wall time of each
+part. A second call with the same root and settings reuses the trained models from the cache (only
+the scoring runs again).
 
 --baseline DIR (an earlier run's `quality` folder, or its pipeline root) adds the paired comparison
 per photo: the mean PSNR difference of each variant and its standard error over the photos. On 40
@@ -35,7 +38,13 @@ import tempfile
 import time
 from typing import Dict, List
 
-RACCOON = os.path.join(REPO_ROOT, '..', 'shared', 'data', 'raccoon', 'VOCdevkit', 'VOC2007')
+SHARED_DATA = os.path.join(REPO_ROOT, '..', 'shared', 'data')
+DATA_SETS = {
+    # 827 varied photos (one per ImageNet class), boxes from the shared COCO detector: the default.
+    'imagenet1k': os.path.join(SHARED_DATA, 'imagenet1k', 'VOCdevkit', 'VOC2012'),
+    # 200 raccoon photos with hand-drawn boxes: the in-domain check.
+    'raccoon': os.path.join(SHARED_DATA, 'raccoon', 'VOCdevkit', 'VOC2007'),
+}
 
 
 def _per_image_psnr(folder: str) -> Dict[str, Dict[str, float]]:
@@ -98,12 +107,18 @@ def main() -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--preset', default='cpu')
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
-  parser.add_argument('--data-dir', default=RACCOON)
+  parser.add_argument('--data', choices=sorted(DATA_SETS), default='imagenet1k',
+                      help='a shared data set (default imagenet1k)')
+  parser.add_argument('--data-dir', help='any VOC folder instead of --data')
+  parser.add_argument('--detector', metavar='FILE|HANDLE',
+                      help='also score fusion with this detector\'s boxes (evaluate --detector)')
+  parser.add_argument('--score-threshold', type=float, default=0.5)
   parser.add_argument('--pipeline-root', default=os.path.join(tempfile.gettempdir(),
                                                               'instcolor_quality'))
   parser.add_argument('--baseline', help='an earlier run\'s quality folder or pipeline root: '
                                          'adds the paired comparison per photo')
   args = parser.parse_args()
+  args.data_dir = args.data_dir or DATA_SETS[args.data]
   run = [sys.executable, os.path.join(REPO_ROOT, 'pipeline_runner.py'), 'run', '--preset',
          args.preset, '--data-dir', args.data_dir, '--pipeline-root', args.pipeline_root,
          *[f'--set={pair}' for pair in args.set]]
@@ -113,13 +128,17 @@ def main() -> None:
 
   from tfx.utils import path_utils
 
+  from components import detectors
   from tools import evaluate, metadata
   from trainer import names
 
   store = metadata.open_store(args.pipeline_root)
   fusion = metadata.latest_outputs(store, names.TRAINERS[names.FUSION])['model'][0].uri
   out = os.path.join(args.pipeline_root, 'quality')
-  result = evaluate.evaluate(path_utils.serving_model_path(fusion), args.data_dir, out)
+  detector = (detectors.load_detector(args.detector, args.score_threshold)
+              if args.detector else None)
+  result = evaluate.evaluate(path_utils.serving_model_path(fusion), args.data_dir, out,
+                             detector=detector)
   scored = time.perf_counter()
   print(f'\npreset {args.preset} {" ".join(args.set)}, trained on the train split, scored on '
         f'the val split ({os.cpu_count()} cores)')

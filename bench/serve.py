@@ -1,9 +1,11 @@
 """Serving roofline: what a colorize request costs against what this machine's convolutions allow.
 
-  .venv/bin/python bench/serve.py [--widths 0.25 1.0] [--repeats 5]
+  .venv/bin/python bench/serve.py [--widths 0.25 1.0] [--repeats 5] [--precisions ...]
+  .venv/bin/python bench/serve.py --trained FUSION_MODEL_DIR --preset cpu [--data-dir VOC]
 
-For each width, the fusion net is built untrained at 256^2, K=8 (weight values do not change
-latency) and exported with the Trainer's serving code (trainer/serving.py). In the same run:
+For each width and precision (default: float32 and what `auto` picks here, when that differs), the
+fusion net is built untrained at 256^2, K=8 (weight values do not change latency) and exported
+with the Trainer's serving code (trainer/serving.py). In the same run:
 
 - conv throughput: GFLOP/s of the bare full-image backbone forward on one image (its FLOPs from the
   TF profiler on the net's graph, its time measured here);
@@ -12,6 +14,11 @@ latency) and exported with the Trainer's serving code (trainer/serving.py). In t
   fused full-image net), the serving signature's time (JPEG bytes in, PNG out: decoding, crops, Lab
   maths and upsampling included), the achieved GFLOP/s, and the ratio of the time to the roofline
   time (request GFLOP / backbone GFLOP/s). Goal: ratio <= 1.3.
+
+--trained: the fusion Trainer's Model artifact (its weights/fusion.h5) of a run with --preset's
+net, exported once per precision, each scored by `evaluate` on the val photos of --data-dir (the
+shared imagenet1k by default; full resolution, annotated boxes): images/s through the serving
+signature and the fusion PSNR of each, side by side with the difference against float32.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import argparse
 import io
 import tempfile
 import time
+from typing import List
 
 import numpy as np
 import tensorflow as tf
@@ -32,8 +40,9 @@ from PIL import Image
 from tensorflow.python.profiler import model_analyzer, option_builder
 
 from bench.voc_volume import source_voc
+from pipeline import configs
 from trainer import model, names, serving
-from trainer.config import PipelineConfig
+from trainer.config import PRECISIONS, PipelineConfig
 
 SIZE = 256
 MAX_BOXES = 8
@@ -76,21 +85,36 @@ def request_boxes(count: int) -> tf.Tensor:
                        for i in range(count)]], tf.float32, shape=[1, count, 4])
 
 
-def bench_width(width: float, image: tf.Tensor, repeats: int) -> None:
-  config = PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES).net_config()
-  fusion = model.FusionNet(config, model.ColorNet(config, 'full'),
-                           model.ColorNet(config, 'instance'))
+def default_precisions() -> List[str]:
+  """float32, and what `auto` picks on this machine when that is something else."""
+  return list(dict.fromkeys(['float32', model.resolve_precision('auto')]))
+
+
+def fusion_net(config) -> model.FusionNet:
+  return model.FusionNet(config, model.ColorNet(config, 'full'),
+                         model.ColorNet(config, 'instance'))
+
+
+def export(fusion: model.FusionNet, config, path: str) -> None:
+  colorizer = serving.Colorizer(fusion.model, names.FUSION, config,
+                                predict=fusion.predict_real_boxes)
+  serving.save(colorizer, path, colorizer.image_signatures())
+
+
+def bench_width(width: float, precision: str, image: tf.Tensor, repeats: int) -> None:
+  config = PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES,
+                          precision=precision).net_config()
+  fusion = fusion_net(config)
   backbone = tf.function(lambda g: fusion.full.model(g, training=False), autograph=False)
   backbone_gflop = profiled_gflop(lambda g: fusion.full(g)[0],
                                   tf.TensorSpec([1, SIZE, SIZE, 1], tf.float32))
   backbone_ms = _median_ms(lambda: backbone(tf.zeros([1, SIZE, SIZE, 1])), repeats)
   throughput = backbone_gflop / (backbone_ms / 1000)
-  print(f'width {width}: bare backbone forward {backbone_gflop:.2f} GFLOP in {backbone_ms:.0f} ms '
-        f'= {throughput:.1f} GFLOP/s (this machine\'s conv throughput)', flush=True)
+  print(f'width {width}, {precision}: bare backbone forward {backbone_gflop:.2f} GFLOP in '
+        f'{backbone_ms:.0f} ms = {throughput:.1f} GFLOP/s (this machine\'s conv throughput)',
+        flush=True)
   with tempfile.TemporaryDirectory() as tmp:
-    colorizer = serving.Colorizer(fusion.model, names.FUSION, config,
-                                  predict=fusion.predict_real_boxes)
-    serving.save(colorizer, tmp, colorizer.image_signatures())
+    export(fusion, config, tmp)
     serve = tf.saved_model.load(tmp).signatures['serving_default']
     print(f"  {'boxes':>5} | {'GFLOP':>7} | {'ms':>7} | {'GFLOP/s':>7} | {'roofline ms':>11} | "
           f'ratio (goal <= 1.3)')
@@ -103,12 +127,51 @@ def bench_width(width: float, image: tf.Tensor, repeats: int) -> None:
             f'{roofline_ms:11.0f} | {ms / roofline_ms:.2f}', flush=True)
 
 
+def compare_trained(model_uri: str, preset: str, data_dir: str, precisions: List[str]) -> None:
+  """The trained fusion net exported per precision, scored on real photos (module docstring)."""
+  from tools import evaluate
+  results = {}
+  for precision in precisions:
+    config = configs.get_config(preset, precision=precision).net_config()
+    fusion = fusion_net(config)
+    fusion.model.load_weights(names.weights_file(model_uri, 'fusion'))
+    with tempfile.TemporaryDirectory() as tmp:
+      export(fusion, config, os.path.join(tmp, 'model'))
+      start = time.perf_counter()
+      result = evaluate.evaluate(os.path.join(tmp, 'model'), data_dir, os.path.join(tmp, 'out'))
+      seconds = time.perf_counter() - start
+    # evaluate serves each photo twice (no boxes, truth boxes) and scores it: images/s of the
+    # whole loop, the same work for every precision.
+    results[precision] = (result['metrics'][evaluate.FUSION]['PSNR'],
+                          2 * result['images'] / seconds)
+    print(f'{precision} ({model.resolve_precision(precision)}): fusion PSNR '
+          f'{results[precision][0]:.3f} dB on {result["images"]} photos, '
+          f'{results[precision][1]:.1f} requests/s (serve + score)', flush=True)
+  if 'float32' in results:
+    psnr32, rate32 = results['float32']
+    for precision, (psnr, rate) in results.items():
+      if precision != 'float32':
+        print(f'{precision} against float32: {rate / rate32:.2f}x requests/s, fusion PSNR '
+              f'{psnr - psnr32:+.3f} dB')
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--widths', type=float, nargs='+', default=[0.25, 1.0])
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--precisions', nargs='+', choices=PRECISIONS,
+                      default=default_precisions())
+  parser.add_argument('--trained', metavar='FUSION_MODEL_DIR',
+                      help='fusion Trainer model artifact: compare precisions on real photos')
+  parser.add_argument('--preset', default=configs.DEFAULT_PRESET, choices=sorted(configs.PRESETS),
+                      help='the net of --trained (default: %(default)s)')
+  parser.add_argument('--data-dir', default=os.path.join(
+      configs.REPO_ROOT, '..', 'shared', 'data', 'imagenet1k', 'VOCdevkit', 'VOC2012'))
   args = parser.parse_args()
+  if args.trained:
+    compare_trained(args.trained, args.preset, args.data_dir, args.precisions)
+    return
   photo = Image.open(os.path.join(source_voc(), 'JPEGImages', 'motorcycle_left.jpg'))
   buffer = io.BytesIO()
   photo.convert('RGB').resize((SIZE, SIZE)).save(buffer, format='JPEG', quality=95)
@@ -116,7 +179,8 @@ def main() -> None:
   print(f'fusion net at {SIZE}^2, K={MAX_BOXES}, one {SIZE}x{SIZE} JPEG per request, '
         f'{os.cpu_count()} cores, median of {args.repeats}', flush=True)
   for width in args.widths:
-    bench_width(width, image, args.repeats)
+    for precision in args.precisions:
+      bench_width(width, precision, image, args.repeats)
 
 
 if __name__ == '__main__':

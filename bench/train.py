@@ -1,11 +1,16 @@
-"""Training throughput of the full-image net: fed from transformed TFRecords through the Trainer's
-input pipeline (trainer.data.make_dataset) against in-memory tensors of the same shape.
+"""Training throughput of the full-image net, per precision: fed from transformed TFRecords
+through the Trainer's input pipeline (trainer.data.make_dataset) against in-memory tensors of the
+same shape.
 
   .venv/bin/python bench/train.py [--preset cpu] [--images 200] [--steps 40]
+                                  [--precisions float32 mixed_bfloat16]
 
 Records: the Transform code (trainer.preprocessing.encode_example) applied to --images images tiled
 from the real shared photos (bench/voc_volume.py), written as GZIP TFRecords like Transform's output.
-Prints images/s of both feeds and their ratio (goal >= 0.9).
+Per precision (default: float32 and what `auto` picks here, when that differs) the net starts from
+the same weights and trains on the same feeds; prints images/s of both feeds and their ratio (goal
+>= 0.9), then each precision's PSNR on the photos after that training (RGB 0..255, the photos at
+S x S) and the speed-up and PSNR difference against float32.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import pipeline  # noqa: F401,E402  (sets the process up before TensorFlow loads
 import argparse
 import tempfile
 import time
+from typing import Dict, List
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +31,8 @@ import tensorflow as tf
 from bench.voc_volume import make_volume_voc
 from components.voc_example_gen import voc
 from pipeline import configs
-from trainer import data, features, model, names, preprocessing
+from trainer import data, features, metrics, model, names, preprocessing
+from trainer.config import PRECISIONS
 
 
 def write_transformed_records(voc_root: str, path: str, config) -> int:
@@ -66,17 +73,56 @@ def images_per_second(keras_model, dataset, steps: int, batch_size: int) -> floa
   return steps * batch_size / (time.perf_counter() - start)
 
 
+def default_precisions() -> List[str]:
+  """float32, and what `auto` picks on this machine when that is something else."""
+  return list(dict.fromkeys(['float32', model.resolve_precision('auto')]))
+
+
+def photo_psnr(net: model.ColorNet, pairs, config) -> float:
+  """Mean PSNR (RGB 0..255) of the net's colours on (gray, target) pairs against the truth."""
+  gray, target = pairs
+  predicted = model.to_color(net.model.predict(gray, batch_size=16, verbose=0), config)
+  truth = metrics.to_rgb255(gray, target, config.color_space)
+  return float(tf.reduce_mean(tf.image.psnr(
+      truth, metrics.to_rgb255(gray, predicted, config.color_space), max_val=255.0)))
+
+
+def bench_precision(precision: str, config, initial_weights, from_records, in_memory, pairs,
+                    args) -> Dict[str, float]:
+  net_config = config.replace(precision=precision).net_config()
+  batch = config.full.batch_size
+  net = model.ColorNet(net_config, 'full')
+  net.model.set_weights(initial_weights)
+  model.compile_for_training(net.model, net_config, config.full.learning_rate)
+  net.model.fit(in_memory, epochs=1, steps_per_epoch=3, verbose=0)  # build the train graph
+  rates = {'records': [], 'memory': []}
+  for _ in range(args.rounds):  # alternate, so drift affects both feeds alike
+    rates['records'].append(images_per_second(net.model, from_records, args.steps, batch))
+    rates['memory'].append(images_per_second(net.model, in_memory, args.steps, batch))
+  result = {feed: float(np.median(r)) for feed, r in rates.items()}
+  result['psnr'] = photo_psnr(net, pairs, net_config)
+  print(f'{precision} ({model.resolve_precision(precision)}): TFRecords via trainer.data '
+        f'{result["records"]:.1f} images/s, in-memory {result["memory"]:.1f} images/s (median of '
+        f'{args.rounds} x {args.steps} steps), ratio {result["records"] / result["memory"]:.2f} '
+        f'(goal >= 0.9); PSNR after training {result["psnr"]:.2f} dB', flush=True)
+  return result
+
+
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--preset', default='cpu', choices=sorted(configs.PRESETS))
   parser.add_argument('--images', type=int, default=200)
   parser.add_argument('--steps', type=int, default=40)
   parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--precisions', nargs='+', choices=PRECISIONS,
+                      default=default_precisions())
   args = parser.parse_args()
   config = configs.get_config(args.preset)
-  s, space, batch = config.image_size, config.color_space, config.full.batch_size
+  s, batch = config.image_size, config.full.batch_size
   net_config = config.net_config()
   spec = features.transformed_feature_spec(config.transform_options())
+  results = {}
   with tempfile.TemporaryDirectory() as tmp:
     voc_root = make_volume_voc(args.images, os.path.join(tmp, 'VOC'))
     records = os.path.join(tmp, 'train.gz')
@@ -87,20 +133,20 @@ def main() -> None:
                                    training=False))[0]
     in_memory = (tf.data.Dataset.from_tensor_slices((pairs[0], pairs[1])).cache()
                  .shuffle(count).batch(batch).repeat().prefetch(tf.data.AUTOTUNE))
-    net = model.ColorNet(net_config, 'full')
-    model.compile_for_training(net.model, space, config.full.learning_rate)
-    net.model.fit(in_memory, epochs=1, steps_per_epoch=3, verbose=0)  # build the train graph
-    print(f'preset {args.preset}: S={s}, width {config.width}, batch {batch}, {count} records '
-          f'tiled from the real shared photos, {os.cpu_count()} cores', flush=True)
-    rates = {'records': [], 'memory': []}
-    for _ in range(args.rounds):  # alternate, so drift affects both feeds alike
-      rates['records'].append(images_per_second(net.model, from_records, args.steps, batch))
-      rates['memory'].append(images_per_second(net.model, in_memory, args.steps, batch))
-  records_rate, memory_rate = np.median(rates['records']), np.median(rates['memory'])
-  print(f'TFRecords via trainer.data: {records_rate:.1f} images/s (median of {args.rounds} x '
-        f'{args.steps} steps)')
-  print(f'in-memory tensors:          {memory_rate:.1f} images/s')
-  print(f'ratio records/memory: {records_rate / memory_rate:.2f} (goal >= 0.9)')
+    print(f'preset {args.preset}: S={s}, width {config.width}, {config.objective}, batch {batch}, '
+          f'{count} records tiled from the real shared photos, {os.cpu_count()} cores',
+          flush=True)
+    initial = model.ColorNet(net_config, 'full').model.get_weights()  # the same start for all
+    for precision in args.precisions:
+      results[precision] = bench_precision(precision, config, initial, from_records, in_memory,
+                                           pairs, args)
+  if 'float32' in results:
+    reference = results['float32']
+    for precision, result in results.items():
+      if precision != 'float32':
+        speedup = result['records'] / reference['records']
+        print(f'{precision} against float32: training {speedup:.2f}x images/s, PSNR '
+              f'{result["psnr"] - reference["psnr"]:+.2f} dB')
 
 
 if __name__ == '__main__':

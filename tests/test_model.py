@@ -153,3 +153,14 @@ def test_cosine_schedule_decays_to_its_floor_over_the_stage():
   assert rates[0] == pytest.approx(1e-3)
   assert rates[1] == pytest.approx(1e-3 * (model.COSINE_FLOOR + (1 - model.COSINE_FLOOR) / 2))
   assert rates[2] == pytest.approx(1e-3 * model.COSINE_FLOOR) == pytest.approx(rates[3])
+
+
+def test_a_schedule_continues_across_training_phases():
+  """Stage 1 compiles again when its frozen encoder thaws: the new optimizer counts from 0, the
+  offset schedule carries on from the step the first phase ended at."""
+  cosine = model.learning_rate_schedule(
+      StageConfig(epochs=3, batch_size=4, learning_rate=1e-3, lr_decay='cosine'), 300)
+  later = model.offset_schedule(cosine, 120)
+  assert [float(later(step)) for step in (0, 30)] == [float(cosine(120)), float(cosine(150))]
+  assert model.offset_schedule(1e-3, 120) == 1e-3  # a constant rate needs no offset
+  assert model.offset_schedule(cosine, 0) is cosine

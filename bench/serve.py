@@ -39,6 +39,7 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow.python.profiler import model_analyzer, option_builder
 
+from bench.train import default_precisions
 from bench.voc_volume import source_voc
 from pipeline import configs
 from trainer import model, names, serving
@@ -83,11 +84,6 @@ def request_boxes(count: int) -> tf.Tensor:
   """`count` distinct boxes of decreasing size (the signature keeps the K largest)."""
   return tf.constant([[[0.04 * i, 0.03 * i, 0.6 + 0.04 * i, 0.7 + 0.03 * i]
                        for i in range(count)]], tf.float32, shape=[1, count, 4])
-
-
-def default_precisions() -> List[str]:
-  """float32, and what `auto` picks on this machine when that is something else."""
-  return list(dict.fromkeys(['float32', model.resolve_precision('auto')]))
 
 
 def fusion_net(config) -> model.FusionNet:

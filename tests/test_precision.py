@@ -77,6 +77,6 @@ def test_float16_training_scales_the_loss_and_learns():
   history = net.model.fit(tf.data.Dataset.from_tensors(pair).repeat(30), epochs=2, verbose=0)
   assert np.isfinite(history.history['loss']).all()
   assert history.history['loss'][-1] < history.history['loss'][0]
-  _, net32 = _net('float32')
-  model.compile_for_training(net32.model, _net('float32')[0], 1e-3)
+  config32, net32 = _net('float32')
+  model.compile_for_training(net32.model, config32, 1e-3)
   assert not isinstance(net32.model.optimizer, keras.mixed_precision.LossScaleOptimizer)

@@ -112,18 +112,16 @@ def check_available(source: str) -> None:
 
 def _local_file(source: str) -> str:
   """The weights file of `source` on local disk (downloaded or copied there if need be)."""
+  check_available(source)
   if source == VGG16_HED:
     return _hed_file()
   if source == VGG16_IMAGENET:
-    check_available(source)
     import tf_keras as keras
     return keras.utils.get_file(KERAS_VGG16_FILE, KERAS_VGG16_URL, cache_subdir='models',
                                 file_hash=KERAS_VGG16_MD5)
-  import tensorflow as tf
-  if not tf.io.gfile.exists(source):
-    raise FileNotFoundError(f'backbone_init: no weights file at {source}')
   if '://' not in source:
     return source
+  import tensorflow as tf
   local = os.path.join(tempfile.mkdtemp(prefix='backbone_'), os.path.basename(source))
   tf.io.gfile.copy(source, local)  # h5py reads local files only
   return local

@@ -49,14 +49,13 @@ def resolve_precision(precision: str) -> str:
 
 
 @contextlib.contextmanager
-def precision_scope(precision: str) -> Iterator[str]:
+def precision_scope(precision: str) -> Iterator[None]:
   """Layers built inside compute in `precision` (resolved; variables stay float32); the global
   Keras policy is restored afterwards, so nets of other precisions can be built in one process."""
-  resolved = resolve_precision(precision)
   previous = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy(resolved)
+  keras.mixed_precision.set_global_policy(resolve_precision(precision))
   try:
-    yield resolved
+    yield
   finally:
     keras.mixed_precision.set_global_policy(previous)
 
@@ -99,8 +98,7 @@ class ColorNet:
   output is float32."""
 
   def __init__(self, config: NetConfig, role: str):
-    with precision_scope(config.precision) as precision:
-      self.precision = precision
+    with precision_scope(config.precision):
       self._build(config, role)
 
   def _build(self, config: NetConfig, role: str) -> None:

@@ -2,6 +2,7 @@
 
   python pipeline_runner.py run [--preset cpu] [--data-dir VOCdevkit/VOC2012] [--pipeline-root DIR]
   python pipeline_runner.py colorize IMAGE... --model DIR [--boxes FILE | --detector HANDLE] --out DIR
+                                    [--saturation S] [--format png|jpg] [--skip-existing]
   python pipeline_runner.py compile --image IMAGE --pipeline-root gs://... --data-dir gs://...
   python pipeline_runner.py replay pipeline.json --pipeline-root DIR
   python pipeline_runner.py lineage [--model latest|ARTIFACT_ID] [--json]
@@ -18,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pipeline  # noqa: F401  (sets the process up for the TFX stack; no TensorFlow import)
 from pipeline import configs
+from trainer import names
 
 DEFAULT_PIPELINE_ROOT = 'instcolor_output'
 
@@ -187,9 +189,12 @@ def cmd_colorize(args: argparse.Namespace) -> int:
   detector = _detector(args)
   boxes = colorize.load_boxes_file(args.boxes) if args.boxes else None
   with quiet.quiet_stderr(not args.verbose):
-    outcome = colorize.colorize_files(args.model, args.images, args.out, boxes=boxes,
-                                      detector=detector, batch_size=args.batch_size,
-                                      side_by_side=args.side_by_side)
+    outcome = colorize.colorize_files(
+        args.model, args.images, args.out, boxes=boxes, detector=detector,
+        batch_size=args.batch_size, side_by_side=args.side_by_side, saturation=args.saturation,
+        image_format=args.format, quality=args.quality, skip_existing=args.skip_existing)
+  if outcome.interrupted:
+    return 130  # as a shell reports a Ctrl-C
   return 1 if outcome.failed else 0
 
 
@@ -206,6 +211,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
   print(f"wrote {os.path.join(args.out, 'metrics.json')}, per_image.csv and "
         f"{len(result['gallery'])} gallery page(s) to {args.out}")
   return 0
+
+
+def _bounded_number(kind, low, high, what):
+  def parse(text: str):
+    try:
+      value = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not low <= value <= high:
+      raise argparse.ArgumentTypeError(f'{what} must be in [{low}, {high}], not {text}')
+    return value
+  return parse
+
+
+_saturation = _bounded_number(float, 0.0, names.MAX_SATURATION, 'saturation')
+_jpeg_quality = _bounded_number(int, 1, 100, 'JPEG quality')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,9 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help='image files, folders (their images, recursively) or globs')
   paint.add_argument('--model', required=True,
                      help='pushed SavedModel folder, or the Pusher destination (newest version)')
-  paint.add_argument('--out', required=True, help='folder for the colorized PNGs')
+  paint.add_argument('--out', required=True,
+                     help='folder for the colorized images and manifest.csv')
   boxes = paint.add_mutually_exclusive_group()
-  boxes.add_argument('--boxes', help='JSON {"image": [[ymin, xmin, ymax, xmax], ...]} (normalised)')
+  boxes.add_argument('--boxes', help='JSON {"image": [[ymin, xmin, ymax, xmax], ...]} (normalised; '
+                                     'a photo with an EXIF orientation: as it is shown upright)')
   boxes.add_argument('--detector', metavar='HANDLE',
                      help='TFLite SSD file (.tflite), or tensorflow_hub handle or local SavedModel '
                           'of a TF Object Detection API detector (detection_boxes, '
@@ -291,6 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help='images per call of the model (default: %(default)s)')
   paint.add_argument('--side-by-side', action='store_true',
                      help='write gray input | colorized side by side')
+  paint.add_argument('--saturation', type=_saturation, default=1.0, metavar='S',
+                     help='scale the colour (ab) by S, kept displayable with its hue and '
+                          'lightness; 0 is gray, 1 the model\'s own (default), up to 4. '
+                          '`evaluate` prints the S that reaches the truth\'s colourfulness')
+  paint.add_argument('--format', choices=('png', 'jpg'), default='png',
+                     help='output format (default: %(default)s); either keeps the input\'s EXIF '
+                          '(orientation set to 1: the output is upright), ICC profile and DPI')
+  paint.add_argument('--quality', type=_jpeg_quality, default=95,
+                     help='JPEG quality 1-100 with --format jpg (default: %(default)s)')
+  paint.add_argument('--skip-existing', action='store_true',
+                     help='leave photos whose output exists (resume a stopped run); without it, '
+                          'outputs are overwritten')
   paint.set_defaults(func=cmd_colorize)
 
   score = commands.add_parser(

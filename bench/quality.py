@@ -96,7 +96,7 @@ def matched_colourfulness(run: str, baseline: str) -> str:
     if variant not in theirs:
       continue
     cf = max(frontier[0]['CF'], theirs[variant][0]['CF'])
-    gains = [evaluate.gain_at_cf(f, cf) for f in (frontier, theirs[variant])]
+    gains = [evaluate.at_cf(f, cf) for f in (frontier, theirs[variant])]
     run_gain, base_gain = ('beyond the frontier' if g is None else f'{g:+.2f} dB' for g in gains)
     lines.append(f'  {variant} at CF {cf:.1f}: {run_gain}, baseline {base_gain}')
   return '\n'.join(lines) if len(lines) > 1 else 'the baseline has no saturation frontier'

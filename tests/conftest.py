@@ -151,3 +151,21 @@ def copy_voc(source: str, destination: str) -> str:
     for name in files:
       os.chmod(os.path.join(folder, name), 0o644)
   return destination
+
+
+@pytest.fixture(scope='session')
+def exported_model(tmp_path_factory) -> str:
+  """A small fusion net (32^2, width 1/8, K=3, untrained: its weights are random, its signatures
+  are the Trainer's own) exported as Pusher pushes it, for the tools that read a pushed model."""
+  from trainer import model, names, serving
+  from trainer.config import PipelineConfig
+
+  config = PipelineConfig(image_size=32, width=0.125, max_boxes=3, precision='float32'
+                          ).net_config()
+  fusion = model.FusionNet(config, model.ColorNet(config, 'full'),
+                           model.ColorNet(config, 'instance'))
+  colorizer = serving.Colorizer(fusion.model, names.FUSION, config,
+                                predict=fusion.predict_real_boxes)
+  path = str(tmp_path_factory.mktemp('pushed') / 'serving_model' / '1')
+  serving.save(colorizer, path, colorizer.image_signatures())
+  return path

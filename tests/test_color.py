@@ -58,3 +58,27 @@ def test_lightness_is_the_l_of_rgb_to_lab(name):
   rgb = np.asarray(sample_image(name).convert('RGB'), np.float32) / 255.0
   np.testing.assert_allclose(color.lightness(rgb), color.rgb_to_lab(rgb)[..., :1], rtol=0,
                              atol=2e-4)
+
+
+def test_saturate_keeps_lightness_and_hue_and_stays_displayable():
+  from tests.conftest import sample_image
+  rgb = np.asarray(sample_image('coffee').convert('RGB'), np.float32) / 255.0
+  lab = color.rgb_to_lab(tf.constant(rgb))
+  l, ab = lab[..., :1], lab[..., 1:]
+  for scale in (0.5, 1.0, 3.0):
+    out = color.saturate(l, ab, scale)
+    assert bool(tf.reduce_all(color.in_gamut(out)))
+    np.testing.assert_array_equal(out[..., :1], l)
+    chroma, new_chroma = tf.norm(ab, axis=-1), tf.norm(out[..., 1:], axis=-1)
+    ratio = (new_chroma / tf.maximum(chroma, 1e-6)).numpy()
+    coloured = chroma.numpy() > 5
+    assert ratio[coloured].max() <= scale + 1e-4
+    hue = lambda x: np.arctan2(x[..., 1], x[..., 0])  # noqa: E731
+    delta = np.angle(np.exp(1j * (hue(out[..., 1:].numpy()) - hue(ab.numpy()))))
+    assert np.abs(delta[coloured]).max() < 1e-3
+    whole = color.in_gamut(tf.concat([l, ab * scale], -1)).numpy()
+    np.testing.assert_allclose(ratio[coloured & whole], scale, rtol=1e-4)
+    if scale == 3.0:  # the coffee photo's reds leave the gamut at x3: reduced, never below the
+      # photo's own chroma (displayable), within the bisection's step
+      assert (coloured & ~whole).mean() > 0.05
+      assert ratio[coloured & ~whole].min() > 1.0 - scale / 2 ** 10

@@ -32,7 +32,10 @@ def test_scaled_outputs_keep_lightness_and_grow_colourfulness():
 def test_gain_at_the_truth_colourfulness_is_read_off_the_frontier():
   frontier = [{'scale': s, 'gain': g, 'CF': cf}
               for s, g, cf in ((1.0, 1.2, 15.0), (1.5, 0.8, 20.0), (2.0, 0.2, 25.0))]
-  assert evaluate.gain_at_cf(frontier, 15.0) == pytest.approx(1.2)
-  assert evaluate.gain_at_cf(frontier, 10.0) == pytest.approx(1.2)  # already as colourful
-  assert evaluate.gain_at_cf(frontier, 22.5) == pytest.approx(0.5)
-  assert evaluate.gain_at_cf(frontier, 30.0) is None  # out of reach
+  assert evaluate.at_cf(frontier, 15.0) == pytest.approx(1.2)
+  assert evaluate.at_cf(frontier, 10.0) == pytest.approx(1.2)  # already as colourful
+  assert evaluate.at_cf(frontier, 22.5) == pytest.approx(0.5)
+  assert evaluate.at_cf(frontier, 30.0) is None  # out of reach
+  # ... and the saturation that gets there (what evaluate suggests for colorize --saturation)
+  assert evaluate.at_cf(frontier, 22.5, 'scale') == pytest.approx(1.75)
+  assert evaluate.at_cf(frontier, 10.0, 'scale') == pytest.approx(1.0)

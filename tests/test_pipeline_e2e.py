@@ -596,6 +596,9 @@ def test_evaluate_command_scores_a_voc_folder(pipeline_root, tmp_path, capsys):
     assert frontier[0]['CF'] == pytest.approx(result['metrics'][variant]['CF'], rel=0.05)
     cfs = [point['CF'] for point in frontier]
     assert cfs == sorted(cfs) and cfs[-1] > 1.5 * cfs[0]
+    suggested = result['saturation_at_truth_cf'][variant]  # None: beyond the frontier's end
+    assert suggested is None or suggested >= 1.0
+  assert "saturation that reaches the truth's colourfulness" in printed
   with open(out / 'per_image.csv') as f:
     assert [row['image_id'] for row in csv.DictReader(f)] == [
         'grace_hopper', 'motorcycle_right', 'rocket', 'flower']

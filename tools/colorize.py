@@ -1,22 +1,34 @@
 """colorize: run a pushed instcolor SavedModel on image files, with boxes from a file, a detector
 (components/detectors.py: a TFLite SSD file, a tensorflow_hub handle or SavedModel) or none
-(full-image path)."""
+(full-image path).
+
+Photos are colorized upright (the serving signature applies a JPEG's EXIF orientation) and written
+with the input's EXIF (orientation reset to 1), ICC profile and DPI, as PNG or JPEG. Folder runs
+are resumable: each photo's outcome is appended to `<out>/manifest.csv` as it is written (input,
+output, status, boxes and their source, seconds, error); outputs appear whole or not at all
+(written to a temporary name, then renamed); `skip_existing` leaves photos whose output exists;
+Ctrl-C (or SIGTERM) stops after the current batch, with the summary.
+"""
 from __future__ import annotations
 
 import collections
+import contextlib
+import csv
 import dataclasses
 import glob
 import io
 import json
 import os
+import signal
 import sys
+import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tqdm
-from PIL import Image
+from PIL import Image, ImageOps
 
 from components.detectors import Boxes, Detector
 
@@ -69,9 +81,17 @@ def expand_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str
   return list(dict.fromkeys(paths)), problems
 
 
-def output_names(paths: Sequence[str], out_dir: str) -> Dict[str, str]:
-  """image path -> output PNG path. Folders below the inputs' common folder are kept, so two
-  a.jpg from different folders never collide; x.jpg beside x.png become x_jpg.png and x_png.png."""
+FORMATS = {'png': '.png', 'jpg': '.jpg'}
+MANIFEST = 'manifest.csv'
+MANIFEST_COLUMNS = ('input', 'output', 'status', 'boxes', 'box_source', 'seconds', 'error')
+WRITTEN, EXISTING, FAILED = 'written', 'existing', 'failed'
+_PARTIAL = '.instcolor-partial'  # suffix of an output being written; never a finished one
+ORIENTATION_TAG = 0x0112  # EXIF
+
+
+def output_names(paths: Sequence[str], out_dir: str, extension: str = '.png') -> Dict[str, str]:
+  """image path -> output path. Folders below the inputs' common folder are kept, so two a.jpg
+  from different folders never collide; x.jpg beside x.png become x_jpg.png and x_png.png."""
   if not paths:
     return {}
   absolute = {p: os.path.abspath(p) for p in paths}
@@ -79,20 +99,146 @@ def output_names(paths: Sequence[str], out_dir: str) -> Dict[str, str]:
   stems = {p: os.path.splitext(os.path.relpath(a, common)) for p, a in absolute.items()}
   taken = collections.Counter(stem for stem, _ in stems.values())
   return {p: os.path.join(out_dir, (stem if taken[stem] == 1 else f'{stem}_{ext.lstrip(".")}')
-                          + '.png')
+                          + extension)
           for p, (stem, ext) in stems.items()}
 
 
-def gray_and_colour(image_bytes: bytes, colorized_png: bytes) -> bytes:
-  """gray input | colorized, one PNG at the input's resolution."""
-  colour = Image.open(io.BytesIO(colorized_png)).convert('RGB')
-  gray = Image.open(io.BytesIO(image_bytes)).convert('L').convert('RGB').resize(colour.size)
-  canvas = Image.new('RGB', (2 * colour.width, colour.height))
-  canvas.paste(gray, (0, 0))
-  canvas.paste(colour, (colour.width, 0))
+@dataclasses.dataclass
+class Metadata:
+  """What a photo carries besides its pixels, for its colorized copy."""
+  exif: Optional[bytes] = None
+  icc_profile: Optional[bytes] = None
+  dpi: Optional[Tuple[float, float]] = None
+
+  @classmethod
+  def of(cls, image_bytes: bytes) -> 'Metadata':
+    with Image.open(io.BytesIO(image_bytes)) as image:
+      exif = image.getexif()
+      # The serving signature turns JPEGs upright; the copy must not be turned again by viewers.
+      if image.format == 'JPEG' and exif.get(ORIENTATION_TAG, 1) != 1:
+        exif[ORIENTATION_TAG] = 1
+      dpi = image.info.get('dpi')
+      return cls(exif=exif.tobytes() if len(exif) else None,
+                 icc_profile=image.info.get('icc_profile') or None,
+                 dpi=tuple(float(d) for d in dpi) if dpi else None)
+
+  def save_options(self) -> Dict:
+    return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def encode_output(colorized_png: bytes, image_bytes: bytes, image_format: str = 'png',
+                  quality: int = 95, side_by_side: bool = False) -> bytes:
+  """The model's PNG as the file to write: gray input | colour when side_by_side, in
+  `image_format`, with the input's metadata (Metadata)."""
+  metadata = Metadata.of(image_bytes)
+  if image_format == 'png' and not side_by_side and not metadata.save_options():
+    return colorized_png  # already what is wanted: no decode and encode again
+  image = Image.open(io.BytesIO(colorized_png)).convert('RGB')
+  if side_by_side:
+    gray = ImageOps.exif_transpose(Image.open(io.BytesIO(image_bytes))).convert('L')
+    canvas = Image.new('RGB', (2 * image.width, image.height))
+    canvas.paste(gray.convert('RGB').resize(image.size), (0, 0))
+    canvas.paste(image, (image.width, 0))
+    image = canvas
   buffer = io.BytesIO()
-  canvas.save(buffer, format='PNG', compress_level=1)
+  if image_format == 'jpg':
+    image.save(buffer, format='JPEG', quality=quality, **metadata.save_options())
+  else:
+    # zlib level 1, as the signature's own PNGs: several times faster, the same pixels.
+    image.save(buffer, format='PNG', compress_level=1, **metadata.save_options())
   return buffer.getvalue()
+
+
+def write_atomically(path: str, data: bytes) -> None:
+  """`path` holds all of `data` or is left as it was: written under a temporary name, renamed."""
+  tf.io.gfile.makedirs(os.path.dirname(path) or '.')
+  partial = f'{path}.{os.getpid()}{_PARTIAL}'
+  with tf.io.gfile.GFile(partial, 'wb') as f:
+    f.write(data)
+  tf.io.gfile.rename(partial, path, overwrite=True)
+
+
+def remove_partial_outputs(out_dir: str) -> int:
+  """Deletes what killed runs left half-written in out_dir (local folders); returns the count."""
+  removed = 0
+  if os.path.isdir(out_dir):
+    for folder, _, files in os.walk(out_dir):
+      for name in files:
+        if name.endswith(_PARTIAL):
+          os.remove(os.path.join(folder, name))
+          removed += 1
+  return removed
+
+
+class Manifest:
+  """`<out>/manifest.csv`, one row per photo appended (and flushed) as it is done. `finish`
+  rewrites it with one row per input, the last outcome of each, so a resumed run ends with each
+  photo once."""
+
+  def __init__(self, out_dir: str):
+    self.path = os.path.join(out_dir, MANIFEST)
+    self.rows: Dict[str, Dict[str, str]] = {}
+    if tf.io.gfile.exists(self.path):
+      with tf.io.gfile.GFile(self.path) as f:
+        for row in csv.DictReader(f):
+          if row.get('input'):
+            self.rows[row['input']] = row
+    tf.io.gfile.makedirs(out_dir)
+    fresh = not self.rows and not (tf.io.gfile.exists(self.path) and
+                                   tf.io.gfile.stat(self.path).length)
+    self._file = open(self.path, 'a', newline='') if '://' not in out_dir else None
+    self._writer = csv.DictWriter(self._file, MANIFEST_COLUMNS) if self._file else None
+    if self._writer and fresh:
+      self._writer.writeheader()
+
+  def written_before(self, path: str) -> bool:
+    return self.rows.get(path, {}).get('status') in (WRITTEN, EXISTING)
+
+  def add(self, path: str, target: str, status: str, boxes: Boxes = None, box_source: str = '',
+          seconds: Optional[float] = None, error: str = '') -> None:
+    row = {'input': path, 'output': target, 'status': status,
+           'boxes': '' if boxes is None else json.dumps(np.round(boxes, 4).tolist()),
+           'box_source': box_source, 'seconds': '' if seconds is None else f'{seconds:.3f}',
+           'error': error}
+    self.rows[path] = row
+    if self._writer:
+      self._writer.writerow(row)
+      self._file.flush()
+
+  def finish(self) -> None:
+    """One row per input (the latest), written whole under a temporary name and renamed."""
+    if self._file:
+      self._file.close()
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, MANIFEST_COLUMNS)
+    writer.writeheader()
+    writer.writerows(self.rows.values())
+    write_atomically(self.path, buffer.getvalue().encode())
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+  """An Event set by the first Ctrl-C or SIGTERM (the run stops after its current batch); a second
+  Ctrl-C interrupts at once. Outside the main thread, signals are left as they are."""
+  requested = threading.Event()
+  if threading.current_thread() is not threading.main_thread():
+    yield requested
+    return
+
+  def handler(signum, frame):
+    del frame
+    if requested.is_set() and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    requested.set()
+    print(f'\ncolorize: {signal.Signals(signum).name}: stopping after the current batch '
+          '(Ctrl-C again to stop now)', file=sys.stderr, flush=True)
+
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield requested
+  finally:
+    for s, old in previous.items():
+      signal.signal(s, old)
 
 
 @dataclasses.dataclass
@@ -102,12 +248,16 @@ class _Job:
   image_bytes: bytes = b''
   boxes: Boxes = dataclasses.field(default_factory=lambda: np.zeros([0, 4], np.float32))
   box_source: str = 'none'
+  seconds: float = 0.0  # reading and detecting; the batch's model time is shared out on top
 
 
 @dataclasses.dataclass
 class Outcome:
   written: List[str]
   failed: List[Tuple[str, str]]  # (input, one-line reason)
+  skipped: List[str] = dataclasses.field(default_factory=list)  # outputs there before the run
+  interrupted: bool = False
+  manifest: Optional[str] = None
 
 
 def _one_line(error: Exception) -> str:
@@ -117,60 +267,100 @@ def _one_line(error: Exception) -> str:
 
 
 class Serving:
-  """A pushed model's serving_default on batches of image bytes, each with its own boxes."""
+  """A pushed model's serving signatures on batches of image bytes, each with its own boxes."""
 
   def __init__(self, model_dir: str):
     self.model_dir = resolve_model_dir(model_dir)
-    self._signature = tf.saved_model.load(self.model_dir).signatures['serving_default']
+    self._signatures = tf.saved_model.load(self.model_dir).signatures
 
-  def __call__(self, images: Sequence[bytes], boxes: Sequence[Boxes]) -> List[bytes]:
+  def __call__(self, images: Sequence[bytes], boxes: Sequence[Boxes],
+               saturation: float = 1.0) -> List[bytes]:
     """Colorized PNGs; the box lists are padded to the longest with zero-area rows."""
     padded = np.zeros([len(images), max(len(b) for b in boxes), 4], np.float32)
     for i, image_boxes in enumerate(boxes):
       padded[i, :len(image_boxes)] = image_boxes
-    outputs = self._signature(images=tf.constant(list(images)), boxes=tf.constant(padded))
+    inputs = {'images': tf.constant(list(images)), 'boxes': tf.constant(padded)}
+    if saturation == 1.0:
+      outputs = self._signatures['serving_default'](**inputs)
+    else:
+      outputs = self._saturation_signature()(
+          **inputs, saturation=tf.fill([len(images)], float(saturation)))
     return list(outputs['colorized'].numpy())
+
+  def _saturation_signature(self):
+    if 'colorize_with_saturation' not in self._signatures:
+      raise LookupError(f'{self.model_dir} has no colorize_with_saturation signature (it was '
+                        'exported by an earlier instcolor); run the pipeline again, or leave '
+                        '--saturation at 1')
+    return self._signatures['colorize_with_saturation']
 
 
 def colorize_files(model_dir: str, inputs: Sequence[str], out_dir: str,
                    boxes: Optional[Dict[str, Boxes]] = None,
                    detector: Optional[Detector] = None, batch_size: int = 8,
-                   side_by_side: bool = False) -> Outcome:
-  """Colorizes files, folders and globs into out_dir (see output_names). An unreadable file is
-  reported in one line and skipped; the others go on."""
+                   side_by_side: bool = False, saturation: float = 1.0,
+                   image_format: str = 'png', quality: int = 95,
+                   skip_existing: bool = False) -> Outcome:
+  """Colorizes files, folders and globs into out_dir (see output_names and the module docstring).
+  An unreadable file is reported in one line and skipped; the others go on."""
+  if image_format not in FORMATS:
+    raise ValueError(f'image_format must be one of {sorted(FORMATS)}, not {image_format!r}')
   paths, problems = expand_inputs(inputs)
   failed = list(problems)
   for item, problem in problems:
     print(f'error: {item}: {problem}', file=sys.stderr, flush=True)
-  names = output_names(paths, out_dir)
+  names = output_names(paths, out_dir, FORMATS[image_format])
+  if remove_partial_outputs(out_dir):
+    print(f'colorize: removed half-written outputs of an earlier run from {out_dir}', flush=True)
+  manifest = Manifest(out_dir)
+  skipped = []
+  if skip_existing:
+    for path in paths:
+      if tf.io.gfile.exists(names[path]):
+        skipped.append(path)
+        if not manifest.written_before(path):  # killed between its rename and its row
+          manifest.add(path, names[path], EXISTING)
+    if skipped:
+      print(f'colorize: {len(skipped)} of {len(paths)} outputs already in {out_dir}, skipped',
+            flush=True)
+    done_before = set(skipped)
+    paths = [p for p in paths if p not in done_before]
   model = Serving(model_dir) if paths else None
+  if model and saturation != 1.0:
+    model._saturation_signature()  # a model without it fails before any photo
 
   def serve(jobs: Sequence[_Job]) -> List[bytes]:
-    return model([j.image_bytes for j in jobs], [j.boxes for j in jobs])
+    return model([j.image_bytes for j in jobs], [j.boxes for j in jobs], saturation)
 
   written: List[str] = []
   start = time.perf_counter()
   few = len(paths) <= FEW_IMAGES
-  with tqdm.tqdm(total=len(paths), unit='img', disable=few, dynamic_ncols=True) as bar:
+  interrupted = False
+  with stop_requests() as stop, tqdm.tqdm(total=len(paths), unit='img', disable=few,
+                                          dynamic_ncols=True) as bar:
 
     def fail(job: _Job, reason: str) -> None:
       failed.append((job.path, reason))
+      manifest.add(job.path, job.target, FAILED, job.boxes, job.box_source, job.seconds, reason)
       bar.write(f'error: {job.path}: {reason}', file=sys.stderr)
 
     def done(job: _Job, png: bytes) -> None:
-      target_dir = os.path.dirname(job.target)
-      tf.io.gfile.makedirs(target_dir)
-      with tf.io.gfile.GFile(job.target, 'wb') as f:
-        f.write(gray_and_colour(job.image_bytes, png) if side_by_side else png)
+      write_atomically(job.target, encode_output(png, job.image_bytes, image_format, quality,
+                                                 side_by_side))
       written.append(job.target)
+      manifest.add(job.path, job.target, WRITTEN, job.boxes, job.box_source, job.seconds)
       if few:
         print(f'{job.path} -> {job.target} ({len(job.boxes)} boxes from {job.box_source})',
               flush=True)
 
     for first in range(0, len(paths), batch_size):
+      if stop.is_set():
+        interrupted = True
+        break
       batch = []
       for path in paths[first:first + batch_size]:
         job = _Job(path, names[path])
+        began = time.perf_counter()
         try:
           with tf.io.gfile.GFile(path, 'rb') as f:
             job.image_bytes = f.read()
@@ -180,31 +370,47 @@ def colorize_files(model_dir: str, inputs: Sequence[str], out_dir: str,
             job.boxes = boxes.get(path, boxes.get(os.path.basename(path),
                                                   np.zeros([0, 4], np.float32)))
             job.box_source = 'boxes file'
+          job.seconds = time.perf_counter() - began
           batch.append(job)
         except (OSError, tf.errors.OpError) as e:
+          job.seconds = time.perf_counter() - began
           fail(job, _one_line(e))
           bar.update()
       if not batch:
         continue
+      began = time.perf_counter()
       try:
         results = list(zip(batch, serve(batch)))
+        for job in batch:
+          job.seconds += (time.perf_counter() - began) / len(batch)
       except tf.errors.InvalidArgumentError:
         results = []  # one bad image fails its whole batch: find it, keep the others
         for job in batch:
+          began = time.perf_counter()
           try:
             results.append((job, serve([job])[0]))
+            job.seconds += time.perf_counter() - began
           except tf.errors.InvalidArgumentError as e:
+            job.seconds += time.perf_counter() - began
             fail(job, 'not a readable image (' + _one_line(e) + ')')
             bar.update()
       for job, png in results:
-        done(job, png)
+        try:
+          done(job, png)
+        except (OSError, tf.errors.OpError) as e:  # e.g. the output folder is not writable
+          fail(job, 'cannot write the output (' + _one_line(e) + ')')
         bar.update()
+  manifest.finish()
   seconds = time.perf_counter() - start
   rate = f', {len(written) / seconds:.1f} images/s' if written else ''
   print(f'colorize: {len(written)} of {len(paths)} images written to {out_dir} in '
-        f'{seconds:.1f} s{rate}', flush=True)
+        f'{seconds:.1f} s{rate}; manifest {manifest.path}', flush=True)
+  if interrupted:
+    left = len(paths) - len(written) - (len(failed) - len(problems))
+    print(f'colorize: stopped early, {left} photos not done; the same command with '
+          '--skip-existing goes on from here', file=sys.stderr, flush=True)
   if failed:
     print(f'colorize: {len(failed)} failed:', file=sys.stderr)
     for item, reason in failed:
       print(f'  {item}: {reason}', file=sys.stderr)
-  return Outcome(written, failed)
+  return Outcome(written, failed, skipped, interrupted, manifest.path)

@@ -13,9 +13,14 @@ and listed with the same reasons.
 
 PSNR rewards grayish colour wherever the model is unsure, so a model can buy PSNR with
 colourfulness. The saturation frontier shows the trade: the full-image and fusion outputs with their
-ab scaled by each of SATURATION_SCALES (same L), scored again; and the PSNR gain over gray at the
-truth's colourfulness (interpolated along the frontier; None when even the largest scale stays
-below it), one number that desaturating cannot improve.
+ab scaled by each of SATURATION_SCALES (same L, kept displayable as the serving signature's
+saturation input does), scored again; the PSNR gain over gray at the truth's colourfulness
+(interpolated along the frontier; None when even the largest scale stays below it), one number
+that desaturating cannot improve; and the scale that reaches it, the `colorize --saturation` that
+gives this model the truth's colourfulness.
+
+A JPEG's EXIF orientation is applied to the truth and to the annotation's boxes (in the stored
+frame, as the pipeline reads them), as the serving signature applies it to its input.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from PIL import Image, ImageDraw
 from components.voc_example_gen import voc
 from components.detectors import Detector
 from tools.colorize import Serving
-from trainer import color, metrics, model
+from trainer import color, metrics, model, orientation
 
 GRAY, FULL, FUSION, DETECTOR = 'gray baseline', 'full-image', 'fusion (truth boxes)', \
     'fusion (detector boxes)'
@@ -68,8 +73,13 @@ def _photos(data_dir: str, split: str):
     jpeg = feature['image/encoded'].bytes_list.value[0]
     boxes = np.stack([feature[f'image/object/bbox/{k}'].float_list.value
                       for k in ('ymin', 'xmin', 'ymax', 'xmax')], axis=-1).reshape(-1, 4)
-    truth = np.asarray(Image.open(io.BytesIO(jpeg)).convert('RGB'), np.float32)
-    kept.append(Photo(image_id, jpeg, boxes.astype(np.float32), truth))
+    # The serving signature turns a photo upright by its EXIF orientation; the annotation's boxes
+    # are in the stored frame, as the pipeline reads them.
+    tag = orientation.exif_orientation(tf.constant(jpeg))
+    truth = orientation.upright(
+        tf.constant(np.asarray(Image.open(io.BytesIO(jpeg)).convert('RGB'), np.float32)), tag)
+    boxes = orientation.upright_boxes(boxes.astype(np.float32), tag)
+    kept.append(Photo(image_id, jpeg, boxes.numpy(), truth.numpy()))
   return kept, skipped
 
 
@@ -104,22 +114,25 @@ def _saturation_scores(truth: np.ndarray, output: np.ndarray) -> List[Dict[str, 
   t = tf.constant(truth[None])
   scores = []
   for scale in SATURATION_SCALES:
-    scaled = color.lab_to_rgb(tf.concat([lab[..., :1], lab[..., 1:] * scale], -1))
+    # What the serving signature's saturation input gives (kept displayable, hue and L kept).
+    scaled = color.lab_to_rgb(color.saturate(lab[..., :1], lab[..., 1:], scale))
     rgb = tf.round(scaled * 255.0)[None]
     scores.append({'psnr': float(tf.image.psnr(t, rgb, max_val=255.0)[0]),
                    'cf': float(metrics.colorfulness(rgb)[0])})
   return scores
 
 
-def gain_at_cf(frontier: List[Dict[str, float]], target_cf: float) -> Optional[float]:
-  """The PSNR gain where the frontier (CF rising with the scale) reaches target_cf, linearly
-  interpolated between scales; the unscaled gain when the output is already that colourful."""
+def at_cf(frontier: List[Dict[str, float]], target_cf: float, key: str = 'gain'
+          ) -> Optional[float]:
+  """`key` ('gain': PSNR gain over gray; 'scale': the ab scale) where the frontier (CF rising with
+  the scale) reaches target_cf, linearly interpolated between scales; the unscaled point when the
+  output is already that colourful; None when even the largest scale stays below it."""
   if frontier[0]['CF'] >= target_cf:
-    return frontier[0]['gain']
+    return frontier[0][key]
   for low, high in zip(frontier, frontier[1:]):
     if high['CF'] >= target_cf:
       share = (target_cf - low['CF']) / (high['CF'] - low['CF'])
-      return low['gain'] + share * (high['gain'] - low['gain'])
+      return low[key] + share * (high[key] - low[key])
   return None
 
 
@@ -209,6 +222,7 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
   cf_truth = float(np.mean([image[GRAY]['cf_truth'] for image in per_image]))
   result['saturation_frontier'] = {}
   result['psnr_gain_at_truth_cf'] = {}
+  result['saturation_at_truth_cf'] = {}
   for variant in variants[1:]:
     frontier = []
     for index, scale in enumerate(SATURATION_SCALES):
@@ -217,7 +231,8 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
       frontier.append({'scale': scale, 'gain': psnr - table[GRAY]['PSNR'], 'CF': cf,
                        'dCF': abs(cf - cf_truth)})
     result['saturation_frontier'][variant] = frontier
-    result['psnr_gain_at_truth_cf'][variant] = gain_at_cf(frontier, cf_truth)
+    result['psnr_gain_at_truth_cf'][variant] = at_cf(frontier, cf_truth)
+    result['saturation_at_truth_cf'][variant] = at_cf(frontier, cf_truth, 'scale')
   tf.io.gfile.makedirs(out_dir)
   with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
     json.dump(result, f, indent=2)
@@ -266,6 +281,9 @@ def format_table(result: Dict) -> str:
   lines.append('PSNR gain over gray at the truth\'s colourfulness: ' + ', '.join(
       f'{v} ' + (f'beyond ab x {SATURATION_SCALES[-1]:g}' if g is None else f'{g:+.2f} dB')
       for v, g in result['psnr_gain_at_truth_cf'].items()))
+  lines.append('saturation that reaches the truth\'s colourfulness (colorize --saturation): ' +
+               ', '.join(f'{v} ' + (f'above {SATURATION_SCALES[-1]:g}' if s is None else f'{s:.2f}')
+                         for v, s in result['saturation_at_truth_cf'].items()))
   for skipped in result['skipped_images'][:10]:
     lines.append(f"  skipped {skipped['image_id']}: {skipped['reason']}: {skipped['detail']}")
   return '\n'.join(lines)

@@ -48,8 +48,8 @@ def rgb_to_lab(rgb: tf.Tensor) -> tf.Tensor:
   return tf.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
 
 
-def lab_to_rgb(lab: tf.Tensor) -> tf.Tensor:
-  """Converts Lab to sRGB clipped to [0, 1], like scikit-image's `lab2rgb`."""
+def _lab_to_linear(lab: tf.Tensor) -> tf.Tensor:
+  """Lab -> linear RGB, unclipped (outside [0, 1] where the colour cannot be displayed)."""
   lab = tf.convert_to_tensor(lab, tf.float32)
   l, a, b = tf.unstack(lab, axis=-1)
   fy = (l + 16.0) / 116.0
@@ -58,10 +58,41 @@ def lab_to_rgb(lab: tf.Tensor) -> tf.Tensor:
   f = tf.stack([fx, fy, fz], axis=-1)
   cube = f * f * f  # exact where pow(f, 3.0) goes through exp/log, and 3x faster
   xyz = tf.where(cube > _EPSILON, cube, (f - 16.0 / 116.0) / _KAPPA_SLOPE)
-  linear = _apply_matrix(xyz * tf.constant(_WHITE_D65, tf.float32), _RGB_FROM_XYZ)
+  return _apply_matrix(xyz * tf.constant(_WHITE_D65, tf.float32), _RGB_FROM_XYZ)
+
+
+def lab_to_rgb(lab: tf.Tensor) -> tf.Tensor:
+  """Converts Lab to sRGB clipped to [0, 1], like scikit-image's `lab2rgb`."""
+  linear = _lab_to_linear(lab)
   safe = tf.maximum(linear, 0.0031308)
   rgb = tf.where(linear > 0.0031308, 1.055 * tf.pow(safe, 1.0 / 2.4) - 0.055, 12.92 * linear)
   return tf.clip_by_value(rgb, 0.0, 1.0)
+
+
+# Half an 8-bit level in linear light near white: colours this close to the cube count as inside.
+_GAMUT_TOLERANCE = 1e-3
+_GAMUT_STEPS = 10  # bisection steps: the chroma kept is within 0.1 % of the gamut boundary
+
+
+def in_gamut(lab: tf.Tensor) -> tf.Tensor:
+  """[...] bool: the Lab colour is displayable in sRGB."""
+  linear = _lab_to_linear(lab)
+  return tf.reduce_all(tf.logical_and(linear >= -_GAMUT_TOLERANCE,
+                                      linear <= 1.0 + _GAMUT_TOLERANCE), axis=-1)
+
+
+def saturate(l: tf.Tensor, ab: tf.Tensor, scale) -> tf.Tensor:
+  """Lab [..., 3] with ab scaled by `scale`; where that colour is not displayable, its chroma is
+  reduced until it is, keeping its hue and its L (clipping R, G and B one by one instead would
+  shift both, most on the vivid colours a larger scale asks for)."""
+  target = ab * scale
+  low, high = tf.zeros_like(l), tf.ones_like(l)  # gray (chroma 0) is always displayable
+  for _ in range(_GAMUT_STEPS):
+    middle = (low + high) / 2.0
+    inside = in_gamut(tf.concat([l, target * middle], -1))[..., None]
+    low, high = tf.where(inside, middle, low), tf.where(inside, high, middle)
+  whole = in_gamut(tf.concat([l, target], -1))[..., None]
+  return tf.concat([l, target * tf.where(whole, 1.0, low)], -1)
 
 
 def lightness(rgb: tf.Tensor) -> tf.Tensor:

@@ -56,3 +56,7 @@ BACKBONE_FILE = 'backbone_init.json'
 def weights_file(model_uri: str, net: str) -> str:
   """<model artifact uri>/weights/<net>.h5."""
   return os.path.join(model_uri, WEIGHTS_DIR, f'{net}.h5')
+
+# The serving signature's saturation input and `colorize --saturation` take [0, MAX_SATURATION]:
+# ab x 4 is past every photo's gamut, beyond it only errors are asked for.
+MAX_SATURATION = 4.0

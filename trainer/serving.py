@@ -1,23 +1,30 @@
 """Signatures of every stage's SavedModel (the fusion stage's is the one Pusher pushes).
 
   serving_default(images [B] string, boxes [B,N,4] float) -> {colorized [B] PNG, ab [B,S,S,2]}
-      JPEG/PNG/GIF/BMP bytes of any size, colour or gray. boxes are normalised (ymin, xmin, ymax,
-      xmax), clipped to [0,1]; zero-area rows are padding; N may be 0 (full-image path); more than K
-      boxes keeps the K largest. The predicted ab is upsampled to the input size and recombined with
-      the input's own L, so the output keeps the input's resolution and lightness.
+      JPEG/PNG/GIF/BMP bytes of any size, colour or gray. A JPEG's EXIF orientation is applied
+      first (trainer/orientation.py): boxes are in the upright frame and the output is upright.
+      boxes are normalised (ymin, xmin, ymax, xmax), clipped to [0,1]; zero-area rows are padding;
+      N may be 0 (full-image path); more than K boxes keeps the K largest. The predicted ab is
+      upsampled to the input size and recombined with the input's own L, so the output keeps the
+      input's resolution and lightness.
+  colorize_with_saturation(images, boxes, saturation [B] float in [0, 4]) -> the same with each
+      image's ab scaled by its saturation, kept displayable with its hue and L (color.saturate);
+      1 is serving_default's output.
   colorize_images(images [B] string) -> the same, without boxes.
   evaluate(examples [B] serialized raw tf.Example) -> {prediction [B,S,S,C]}       (for TFMA)
   transform_features(examples) -> decoded tensors + `label` (see trainer/metrics.py) (for TFMA)
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+import json
+import os
+from typing import Callable, Dict, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from trainer import color, features, metrics, model, names, preprocessing
+from trainer import color, features, metrics, model, names, orientation, preprocessing
 from trainer.config import NetConfig
 
 _JPEG_MAGIC = b'\xff\xd8\xff'
@@ -40,9 +47,11 @@ def _check_image(image_bytes: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
 
 
 def decode_rgb(image_bytes: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-  """Any supported image -> float RGB [H,W,3] in [0,1] (gray replicated to 3 channels)."""
+  """Any supported image -> float RGB [H,W,3] in [0,1] (gray replicated to 3 channels), turned
+  upright by its EXIF orientation as every viewer shows it."""
   pixels = tf.io.decode_image(_check_image(image_bytes, index), channels=3,
                               expand_animations=False)
+  pixels = orientation.upright(pixels, orientation.exif_orientation(image_bytes))
   return tf.image.convert_image_dtype(pixels, tf.float32)
 
 
@@ -73,12 +82,17 @@ def predicted_ab(prediction: tf.Tensor, color_space: str) -> tf.Tensor:
   return color.rgb_to_lab(color.denormalize_rgb(prediction))[..., 1:]
 
 
-def recombine(image_bytes: tf.Tensor, ab: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-  """Input image + predicted ab [S,S,2] -> PNG at the input resolution with the input's own L."""
+def recombine(image_bytes: tf.Tensor, ab: tf.Tensor, index: tf.Tensor,
+              saturation: tf.Tensor = 1.0) -> tf.Tensor:
+  """Input image + predicted ab [S,S,2] -> PNG at the input resolution with the input's own L;
+  ab scaled by `saturation` and kept displayable (color.saturate) unless it is 1."""
   rgb = decode_rgb(image_bytes, index)
   size = tf.shape(rgb)[:2]
   ab_full = tf.image.resize(ab[None], size, method='bilinear')[0]
-  lab = tf.concat([color.lightness(rgb), ab_full], axis=-1)
+  l = color.lightness(rgb)
+  # At 1, exactly the output of the signature without saturation, at its cost.
+  lab = tf.cond(tf.equal(saturation, 1.0), lambda: tf.concat([l, ab_full], axis=-1),
+                lambda: color.saturate(l, ab_full, saturation))
   # zlib level 1: several times faster than the default on photos, the same pixels.
   return tf.io.encode_png(color.to_uint8(color.lab_to_rgb(lab)), compression=1)
 
@@ -121,32 +135,56 @@ class Colorizer:
     return tf.map_fn(lambda e: prepare(e[0], e[1], e[2], self.config),
                      (images, boxes, tf.range(tf.shape(images)[0])), fn_output_signature=spec)
 
-  def colorize(self, images: tf.Tensor, boxes: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """images [B] bytes, boxes [B,N,4] -> {colorized [B] PNG, ab [B,S,S,2]} (module docstring)."""
+  def colorize(self, images: tf.Tensor, boxes: tf.Tensor,
+               saturation: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+    """images [B] bytes, boxes [B,N,4], saturation [B] (default ones) -> {colorized [B] PNG,
+    ab [B,S,S,2]} (module docstring); `ab` is the net's, before any saturation."""
     images = tf.reshape(images, [-1])
+    count = tf.shape(images)[0]
+    if saturation is None:
+      saturation = tf.ones([count])
+    checks = [
+        tf.debugging.assert_equal(tf.size(saturation), count,
+                                  message='saturation needs one value per image'),
+        tf.debugging.assert_non_negative(saturation, message='saturation must be >= 0'),
+        tf.debugging.assert_less_equal(saturation, names.MAX_SATURATION,
+                                       message=f'saturation must be <= {names.MAX_SATURATION:g}')]
+    with tf.control_dependencies(checks):
+      saturation = tf.reshape(saturation, [-1])
     ab = predicted_ab(self.predict_color(self.prepare_batch(images, boxes)),
                       self.config.color_space)
-    pngs = tf.map_fn(lambda e: recombine(e[0], e[1], e[2]),
-                     (images, ab, tf.range(tf.shape(images)[0])),
+    pngs = tf.map_fn(lambda e: recombine(e[0], e[1], e[2], e[3]),
+                     (images, ab, tf.range(count), saturation),
                      fn_output_signature=tf.TensorSpec([], tf.string))
     return {'colorized': pngs, 'ab': ab}
 
   def image_signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
-    """serving_default(images, boxes) and colorize_images(images)."""
+    """serving_default(images, boxes), colorize_with_saturation(images, boxes, saturation) and
+    colorize_images(images)."""
     # autograph=False: plain tensor code; converting every nested Keras call only costs export
     # time (about half of it for the fusion model).
     images = tf.TensorSpec([None], tf.string, name='images')
+    boxes = tf.TensorSpec([None, None, 4], tf.float32, name='boxes')
 
-    @tf.function(input_signature=[images, tf.TensorSpec([None, None, 4], tf.float32,
-                                                        name='boxes')], autograph=False)
+    @tf.function(input_signature=[images, boxes], autograph=False)
     def serving_default(images, boxes):
       return self.colorize(images, boxes)
+
+    # A signature's inputs are all required (TF Serving and SavedModel alike): saturation is a
+    # signature of its own, so clients of serving_default do not change.
+    @tf.function(input_signature=[images, boxes, tf.TensorSpec([None], tf.float32,
+                                                               name='saturation')],
+                 autograph=False)
+    def colorize_with_saturation(images, boxes, saturation):
+      return self.colorize(images, boxes, saturation)
 
     @tf.function(input_signature=[images], autograph=False)
     def colorize_images(images):
       return self.colorize(images, tf.zeros([tf.shape(images)[0], 0, 4]))
 
-    return {'serving_default': serving_default, 'colorize_images': colorize_images}
+    return {'serving_default': serving_default,
+            'colorize_with_saturation': colorize_with_saturation,
+            'colorize_images': colorize_images}
 
 
 def evaluation_signatures(colorizer: Colorizer, tf_transform_output: tft.TFTransformOutput
@@ -178,10 +216,30 @@ def evaluation_signatures(colorizer: Colorizer, tf_transform_output: tft.TFTrans
   return {'evaluate': evaluate, 'transform_features': transform_features}
 
 
+# Beside the SavedModel, in the folder TF Serving leaves alone: the stage and the NetConfig the
+# net was built with, so tools can rebuild it (pipeline_runner.py export).
+NET_RECORD = os.path.join('assets.extra', 'instcolor_net.json')
+
+
 def save(colorizer: Colorizer, path: str, signatures: Dict) -> None:
   # save_traces=False: the signatures are what gets used (stages hand weights on as .h5), and
   # tracing every layer's call for Keras re-loading tripled the export time.
   colorizer.keras_model.save(path, save_format='tf', save_traces=False, signatures=signatures)
+  record = os.path.join(path, NET_RECORD)
+  tf.io.gfile.makedirs(os.path.dirname(record))
+  with tf.io.gfile.GFile(record, 'w') as f:
+    json.dump({'stage': colorizer.stage, 'net': colorizer.config.to_dict()}, f, indent=1)
+
+
+def load_net_record(path: str) -> Tuple[str, NetConfig]:
+  """(stage, NetConfig) of a SavedModel written by `save`."""
+  record = os.path.join(path, NET_RECORD)
+  if not tf.io.gfile.exists(record):
+    raise FileNotFoundError(f'{path} has no {NET_RECORD}: it was exported before instcolor '
+                            'recorded its net; run the pipeline again to export it anew')
+  with tf.io.gfile.GFile(record) as f:
+    raw = json.load(f)
+  return raw['stage'], NetConfig.from_dict(raw['net'])
 
 
 def export(colorizer: Colorizer, tf_transform_output: tft.TFTransformOutput, path: str) -> None:

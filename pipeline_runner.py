@@ -7,6 +7,7 @@
   python pipeline_runner.py replay pipeline.json --pipeline-root DIR
   python pipeline_runner.py lineage [--model latest|ARTIFACT_ID] [--json]
   python pipeline_runner.py evaluate --model DIR --data-dir VOC_DIR [--split val] --out DIR
+  python pipeline_runner.py export --model DIR --format tflite [--quantize float16] --out m.tflite
 """
 from __future__ import annotations
 
@@ -229,6 +230,26 @@ _saturation = _bounded_number(float, 0.0, names.MAX_SATURATION, 'saturation')
 _jpeg_quality = _bounded_number(int, 1, 100, 'JPEG quality')
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+  """The pushed model as a TFLite file, checked against the SavedModel on real photos."""
+  _set_log_levels(args.verbose)
+  from tools import colorize, evaluate, export_tflite, quiet
+
+  check_dir = _voc_folder(args.check_data)
+  with quiet.quiet_stderr(not args.verbose):
+    flatbuffer, config = export_tflite.convert(args.model, args.quantize)
+    colorize.write_atomically(args.out, flatbuffer)
+    saved = export_tflite.saved_model_bytes(args.model)
+    print(f'wrote {args.out}: {len(flatbuffer) / 1e6:.1f} MB, {len(flatbuffer) / saved:.2f} x the '
+          f'SavedModel ({saved / 1e6:.1f} MB); quantization {args.quantize}; signatures full'
+          f'{" and fused (K=%d)" % config.max_boxes if config.max_boxes else ""} at '
+          f'{config.image_size}x{config.image_size}', flush=True)
+    photos, _ = evaluate._photos(check_dir, args.check_split)
+    tflite = export_tflite.TFLiteColorizer(args.out, config)
+    print(export_tflite.check(tflite, args.model, [(p.jpeg, p.boxes) for p in photos]))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   # Flags shared by `run` and `compile` (one definition each, through parent parsers).
   config_flags = argparse.ArgumentParser(add_help=False)
@@ -342,6 +363,23 @@ def build_parser() -> argparse.ArgumentParser:
   score.add_argument('--out', required=True,
                      help='folder for metrics.json, per_image.csv and gallery pages')
   score.set_defaults(func=cmd_evaluate)
+
+  export = commands.add_parser(
+      'export', help='write a pushed model as a TFLite file (tools/export_tflite.py)')
+  export.add_argument('--model', required=True,
+                      help='pushed SavedModel folder, or the Pusher destination (newest version)')
+  export.add_argument('--format', choices=('tflite',), default='tflite')
+  export.add_argument('--quantize', choices=('none', 'float16', 'dynamic'), default='none',
+                      help='weights in float16 (half the size, float kernels), or int8 with '
+                           'dynamic-range kernels (a quarter); default: float32')
+  export.add_argument('--out', required=True, help='the .tflite file to write')
+  export.add_argument('--check-data', default=configs.SAMPLE_DATA_ROOT,
+                      help='VOC folder whose photos (and boxes) the export is checked on against '
+                           'the SavedModel (default: the bundled sample)')
+  export.add_argument('--check-split', default='val',
+                      help='its ImageSets/Main/<split>.txt (default: %(default)s)')
+  export.add_argument('--verbose', action='store_true', help='TensorFlow logs')
+  export.set_defaults(func=cmd_export)
   return parser
 
 

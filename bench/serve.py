@@ -2,6 +2,7 @@
 
   .venv/bin/python bench/serve.py [--widths 0.25 1.0] [--repeats 5] [--precisions ...]
   .venv/bin/python bench/serve.py --trained FUSION_MODEL_DIR --preset cpu [--data-dir VOC]
+  .venv/bin/python bench/serve.py --tflite [--widths 1.0] [--pushed SERVING_DIR]
 
 For each width and precision (default: float32 and what `auto` picks here, when that differs), the
 fusion net is built untrained at 256^2, K=8 (weight values do not change latency) and exported
@@ -15,6 +16,12 @@ with the Trainer's serving code (trainer/serving.py). In the same run:
   maths and upsampling included), the achieved GFLOP/s, and the ratio of the time to the roofline
   time (request GFLOP / backbone GFLOP/s). Goal: ratio <= 1.3.
 
+--tflite: the TFLite export (tools/export_tflite.py) against the SavedModel it comes from, per
+width (untrained nets at 256^2, K=8, as above) or for one pushed model (--pushed DIR): file size,
+and the latency of one request with 0 and K boxes (JPEG in, PNG out for both: the export runs
+with the serving signature's own pre- and post-processing), against the SavedModel in float32 and
+in what `auto` picks here. Goals: float16 file <= 0.5x the SavedModel, latency <= 1.2x.
+
 --trained: the fusion Trainer's Model artifact (its weights/fusion.h5) of a run with --preset's
 net, exported once per precision, each scored by `evaluate` on the val photos of --data-dir (the
 shared imagenet1k by default; full resolution, annotated boxes): images/s through the serving
@@ -26,13 +33,16 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Grappler warns once per CropAndResize it cannot cost: pages of it, nothing to act on.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import pipeline  # noqa: F401,E402  (sets the process up before TensorFlow loads)
 
 import argparse
+import dataclasses
 import io
 import tempfile
 import time
-from typing import List
+from typing import Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -123,6 +133,63 @@ def bench_width(width: float, precision: str, image: tf.Tensor, repeats: int) ->
             f'{roofline_ms:11.0f} | {ms / roofline_ms:.2f}', flush=True)
 
 
+def _exported(fusion: model.FusionNet, config, path: str, precision: str) -> str:
+  """The fusion net's weights exported as a SavedModel computing in `precision`."""
+  config = dataclasses.replace(config, precision=precision)
+  if model.resolve_precision(precision) != model.resolve_precision(fusion.config.precision):
+    copy = fusion_net(config)
+    copy.model.set_weights(fusion.model.get_weights())
+    fusion = copy
+  export(fusion, config, path)
+  return path
+
+
+def bench_tflite(saved_models: Dict[str, str], image: bytes, repeats: int,
+                 quantizations: Sequence[str]) -> None:
+  """saved_models: precision -> SavedModel of one net (float32 first); see the module docstring."""
+  from tools import export_tflite
+  reference = saved_models['float32']
+  saved_bytes = export_tflite.saved_model_bytes(reference)
+  _, config = serving.load_net_record(reference)
+  requests = {count: request_boxes(count).numpy()[0] for count in (0, config.max_boxes)}
+  print(f"  {'model':<26} | {'MB':>6} | {'x SavedModel':>12} | " +
+        ' | '.join(f'{count} boxes ms' for count in requests) + ' | x SavedModel float32',
+        flush=True)
+  times = {}
+  for precision, path in saved_models.items():
+    serve = tf.saved_model.load(path).signatures['serving_default']
+    times[precision] = [_median_ms(lambda: serve(images=tf.constant([image]),
+                                                 boxes=tf.constant(b[None])), repeats)
+                        for b in requests.values()]
+    name = f'SavedModel {model.resolve_precision(precision)}'
+    print(f"  {name:<26} | {saved_bytes / 1e6:6.1f} | {1.0:12.2f} | " +
+          ' | '.join(f'{ms:>{len(str(c)) + 9}.0f}' for c, ms in zip(requests, times[precision])) +
+          ' | ' + ', '.join(f'{ms / base:.2f}' for ms, base in zip(times[precision],
+                                                                   times['float32'])), flush=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    for quantize in quantizations:
+      flatbuffer, config = export_tflite.convert(reference, quantize)
+      path = os.path.join(tmp, f'{quantize}.tflite')
+      with open(path, 'wb') as f:
+        f.write(flatbuffer)
+      tflite = export_tflite.TFLiteColorizer(path, config)
+      ms = [_median_ms(lambda: tflite.colorize(image, b), repeats) for b in requests.values()]
+      name = f'TFLite {quantize}'
+      print(f"  {name:<26} | {len(flatbuffer) / 1e6:6.1f} | {len(flatbuffer) / saved_bytes:12.2f} | "
+            + ' | '.join(f'{t:>{len(str(c)) + 9}.0f}' for c, t in zip(requests, ms)) + ' | ' +
+            ', '.join(f'{t / base:.2f}' for t, base in zip(ms, times['float32'])) +
+            ' (against ' + ', '.join(
+                f'{model.resolve_precision(p)} {", ".join(f"{t / b:.2f}" for t, b in zip(ms, v))}'
+                for p, v in times.items() if p != 'float32') + ')', flush=True)
+      print('    ' + str(export_tflite.check(tflite, reference, _check_photos())), flush=True)
+
+
+def _check_photos():
+  from tools import evaluate
+  photos, _ = evaluate._photos(configs.SAMPLE_DATA_ROOT, 'val')
+  return [(p.jpeg, p.boxes) for p in photos]
+
+
 def compare_trained(model_uri: str, preset: str, data_dir: str, precisions: List[str]) -> None:
   """The trained fusion net exported per precision, scored on real photos (module docstring)."""
   from tools import evaluate
@@ -164,6 +231,12 @@ def main() -> None:
                       help='the net of --trained (default: %(default)s)')
   parser.add_argument('--data-dir', default=os.path.join(
       configs.REPO_ROOT, '..', 'shared', 'data', 'imagenet1k', 'VOCdevkit', 'VOC2012'))
+  parser.add_argument('--tflite', action='store_true',
+                      help='the TFLite export against the SavedModel: size and latency')
+  parser.add_argument('--quantizations', nargs='+', default=['float16'],
+                      choices=['none', 'float16', 'dynamic'])
+  parser.add_argument('--pushed', metavar='SERVING_DIR',
+                      help='with --tflite: this pushed model instead of untrained nets')
   args = parser.parse_args()
   if args.trained:
     compare_trained(args.trained, args.preset, args.data_dir, args.precisions)
@@ -174,7 +247,21 @@ def main() -> None:
   image = tf.constant([buffer.getvalue()])
   print(f'fusion net at {SIZE}^2, K={MAX_BOXES}, one {SIZE}x{SIZE} JPEG per request, '
         f'{os.cpu_count()} cores, median of {args.repeats}', flush=True)
+  if args.tflite and args.pushed:
+    print(f'TFLite export of {args.pushed}', flush=True)
+    bench_tflite({'float32': args.pushed}, image.numpy()[0], args.repeats, args.quantizations)
+    return
   for width in args.widths:
+    if args.tflite:
+      config = PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES,
+                              precision='float32').net_config()
+      fusion = fusion_net(config)
+      print(f'width {width}: TFLite export against the SavedModel', flush=True)
+      with tempfile.TemporaryDirectory() as tmp:
+        bench_tflite({p: _exported(fusion, config, os.path.join(tmp, p), p)
+                      for p in dict.fromkeys(['float32'] + args.precisions)},
+                     image.numpy()[0], args.repeats, args.quantizations)
+      continue
     for precision in args.precisions:
       bench_width(width, precision, image, args.repeats)
 

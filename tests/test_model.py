@@ -122,6 +122,19 @@ def test_paste_into_frame_places_a_crop_in_its_box():
   assert pasted[:1].max() == 0 and pasted[7:].max() == 0 and pasted[:, :3].max() == 0
 
 
+def test_pasting_by_gather_is_crop_and_resize():
+  """The TFLite export's paste gives the serving paste's values, on real features of a photo:
+  boxes inside, on the edge, past it, tiny and whole-frame."""
+  photo = np.asarray(sample_image('chelsea').convert('RGB').resize((24, 24)), np.float32) / 255.0
+  crops = tf.constant(np.stack([photo, photo[::-1], photo[:, ::-1], photo.transpose(1, 0, 2),
+                                photo * 0.5]))
+  boxes = tf.constant([[0.1, 0.2, 0.6, 0.9], [0.0, 0.0, 1.0, 1.0], [0.5, 0.7, 1.0, 1.0],
+                       [0.3, 0.3, 0.32, 0.35], [0.05, 0.0, 0.95, 0.5]])
+  for height, width in ((16, 16), (32, 24), (7, 40)):
+    np.testing.assert_allclose(model.paste_into_frame_by_gather(crops, boxes, height, width),
+                               model.paste_into_frame(crops, boxes, height, width), atol=2e-5)
+
+
 def test_fusion_points_subset_and_validation():
   config = _config()
   fusion = model.FusionNet(config, model.ColorNet(config, 'full'),

@@ -208,6 +208,37 @@ def paste_into_frame(crops: tf.Tensor, boxes: tf.Tensor, height, width) -> tf.Te
                                   tf.stack([height, width]), extrapolation_value=0.0)
 
 
+def _sample_along(values: tf.Tensor, starts: tf.Tensor, ends: tf.Tensor, out_size: int,
+                  axis: int) -> tf.Tensor:
+  """crop_and_resize's bilinear sampling of `values` [N, ...] along `axis` (1 or 2) for N boxes
+  spanning starts..ends (normalised, [N]): out_size samples, zero where one falls outside."""
+  in_size = values.shape[axis]
+  step = (ends - starts) * (in_size - 1) / max(out_size - 1, 1)
+  positions = (starts[:, None] * (in_size - 1) +
+               tf.range(out_size, dtype=tf.float32)[None, :] * step[:, None])  # [N, out_size]
+  inside = tf.cast(tf.logical_and(positions >= 0.0, positions <= in_size - 1.0), tf.float32)
+  below = tf.floor(positions)
+  share = positions - below
+  low = tf.cast(tf.clip_by_value(below, 0.0, in_size - 1.0), tf.int32)
+  high = tf.minimum(low + 1, in_size - 1)
+  shape = [-1, out_size, 1, 1] if axis == 1 else [-1, 1, out_size, 1]
+  share, inside = tf.reshape(share, shape), tf.reshape(inside, shape)
+  first = tf.gather(values, low, axis=axis, batch_dims=1)
+  second = tf.gather(values, high, axis=axis, batch_dims=1)
+  return (first + share * (second - first)) * inside
+
+
+def paste_into_frame_by_gather(crops: tf.Tensor, boxes: tf.Tensor, height: int,
+                               width: int) -> tf.Tensor:
+  """paste_into_frame with gathers (bilinear sampling is separable: rows, then columns): TFLite's
+  builtin ops have no CropAndResize. Static crop shapes; the same values to float32 rounding."""
+  ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+  box_h = tf.maximum(ymax - ymin, 1e-6)
+  box_w = tf.maximum(xmax - xmin, 1e-6)
+  rows = _sample_along(crops, -ymin / box_h, (1 - ymin) / box_h, height, axis=1)
+  return _sample_along(rows, -xmin / box_w, (1 - xmin) / box_w, width, axis=2)
+
+
 def box_cover(boxes: tf.Tensor, mask: tf.Tensor, height, width) -> tf.Tensor:
   """[N,4] boxes, [N] mask -> [N,height,width,1], 1 where a grid cell overlaps its (real) box."""
   ymin, xmin, ymax, xmax = [t[:, None] for t in tf.unstack(boxes, axis=-1)]
@@ -236,6 +267,8 @@ class FusionLayer(keras.layers.Layer):
     kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.max_boxes = max_boxes
+    # paste_into_frame_by_gather where CropAndResize is not available (the TFLite export).
+    self.paste = paste_into_frame
     self.full_weights = _weight_generator(f'{self.name}_full')
     self.instance_weights = _weight_generator(f'{self.name}_instance')
 
@@ -248,8 +281,8 @@ class FusionLayer(keras.layers.Layer):
 
   def _pasted(self, instance, boxes, height, width):
     """Instance features with their weight logit (last channel), pasted into their boxes."""
-    return paste_into_frame(tf.concat([instance, self.instance_weights(instance)], axis=-1),
-                            boxes, height, width)
+    return self.paste(tf.concat([instance, self.instance_weights(instance)], axis=-1),
+                      boxes, height, width)
 
   def _full_logits(self, full, union):
     return self.full_weights(full) + BACKGROUND_BIAS * (1.0 - union)

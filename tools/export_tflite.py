@@ -1,0 +1,199 @@
+"""export --format tflite: a pushed model as one TFLite file for phones and edge devices.
+
+The file has two signatures (one for a full or instance stage's model: `full` only):
+
+  full(gray [1,S,S,1]) -> {ab [1,S,S,2]}
+  fused(gray [1,S,S,1], instance_gray [1,K,S,S,1], boxes [1,K,4], box_mask [1,K]) -> {ab [1,S,S,2]}
+
+  gray           the photo's CIE L resized to S x S (aspect not kept), normalised (L - 50) / 100
+  instance_gray  the L of each box's crop resized to S x S, normalised the same way; zeros in the
+                 slots without a box
+  boxes          normalised (ymin, xmin, ymax, xmax) in the upright photo; zeros in empty slots
+  box_mask       1 for a real box, 0 for an empty slot (at most K boxes: the K largest)
+  ab             the predicted a and b in Lab units at S x S: upsample it to the photo and put it
+                 beside the photo's own L, as the serving signature does (trainer/serving.py)
+
+The nets are rebuilt in float32 from the SavedModel's NetConfig record and variables (the serving
+model may compute in bfloat16 or float16, which TFLite's kernels do not take), with the fusion
+layers pasting by gathers (TFLite's builtin ops have no CropAndResize): builtin ops only,
+no Flex delegate. `TFLiteColorizer` is the reference client (LiteRT's interpreter, XNNPACK): the
+serving signature's own preprocessing in, PNG out; `check` compares its ab with the SavedModel's
+on real photos.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from ai_edge_litert import interpreter as litert
+
+from tools.colorize import resolve_model_dir
+from trainer import features, model, names, serving
+from trainer.config import NetConfig
+
+QUANTIZATIONS = ('none', 'float16', 'dynamic')
+FULL_SIGNATURE, FUSED_SIGNATURE = 'full', 'fused'
+
+
+def rebuild(model_dir: str) -> Tuple[NetConfig, model.ColorNet, Optional[keras.Model]]:
+  """(float32 NetConfig, the full-image net, the fused net or None for a full or instance stage's
+  model) with the SavedModel's weights; the fusion layers paste by gathers."""
+  stage, config = serving.load_net_record(model_dir)
+  config = dataclasses.replace(config, precision='float32')
+  if stage == names.FUSION:
+    fusion = model.FusionNet(config, model.ColorNet(config, 'full'),
+                             model.ColorNet(config, 'instance'))
+    for layer in fusion.fusion_layers.values():
+      layer.paste = model.paste_into_frame_by_gather
+    full, fused, saved = fusion.full, fusion.model, fusion.model
+  else:
+    full, fused = model.ColorNet(config, stage), None
+    saved = full.model
+  # The SavedModel's variables are a checkpoint of the Keras model it was saved from, so a net
+  # built the same way reads them (its other objects, the Transform graph, are not wanted here).
+  saved.load_weights(os.path.join(model_dir, 'variables', 'variables')).expect_partial()
+  return config, full, fused
+
+
+def tensor_functions(config: NetConfig, full: model.ColorNet, fused: Optional[keras.Model]
+                     ) -> Tuple[tf.Module, Dict[str, tf.types.experimental.ConcreteFunction]]:
+  """The nets as tensor-in, tensor-out functions of fixed shape (the module docstring), and a
+  module that tracks their weights for saving."""
+  s, k = config.image_size, config.max_boxes
+  holder = tf.Module()
+  # The variables, not the Keras models: saving would trace every layer call again (minutes, for
+  # nothing a TFLite file keeps).
+  models = [full.model] + ([fused] if fused is not None else [])
+  holder.weights = list({id(v): v for m in models for v in m.variables}.values())
+
+  def ab(output: tf.Tensor) -> Dict[str, tf.Tensor]:
+    return {'ab': serving.predicted_ab(model.to_color(output, config), config.color_space)}
+
+  # The fused signature mixes instance features in after each block, where the converter then
+  # cannot fold a block's batch norm into the next block's convolutions; a no-op at the same
+  # points keeps it from folding them here too, so the two signatures share every weight (one
+  # copy in the file, not two folded differently).
+  barrier = (lambda point, x: tf.minimum(x, np.finfo(np.float32).max)) if fused else None
+
+  gray = tf.TensorSpec([1, s, s, 1], tf.float32, name=features.GRAY)
+  functions = {FULL_SIGNATURE: tf.function(
+      lambda gray: ab(full(gray, barrier)[0]), autograph=False).get_concrete_function(gray)}
+  if fused is not None:
+    def fused_ab(gray, instance_gray, boxes, box_mask):
+      return ab(fused({features.GRAY: gray, features.INSTANCE_GRAY: instance_gray,
+                       features.BOXES: boxes, features.BOX_MASK: box_mask}))
+
+    functions[FUSED_SIGNATURE] = tf.function(fused_ab, autograph=False).get_concrete_function(
+        gray, tf.TensorSpec([1, k, s, s, 1], tf.float32, name=features.INSTANCE_GRAY),
+        tf.TensorSpec([1, k, 4], tf.float32, name=features.BOXES),
+        tf.TensorSpec([1, k], tf.float32, name=features.BOX_MASK))
+  return holder, functions
+
+
+def convert(model_dir: str, quantize: str = 'none') -> Tuple[bytes, NetConfig]:
+  """The pushed model (or Pusher destination) -> (TFLite flatbuffer, its NetConfig)."""
+  if quantize not in QUANTIZATIONS:
+    raise ValueError(f'quantize must be one of {QUANTIZATIONS}, not {quantize!r}')
+  model_dir = resolve_model_dir(model_dir)
+  config, full, fused = rebuild(model_dir)
+  module, signatures = tensor_functions(config, full, fused)
+  with tempfile.TemporaryDirectory() as tmp:
+    # Through a SavedModel: the converter's way to keep several named signatures in one file.
+    tf.saved_model.save(module, tmp, signatures=signatures)
+    converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
+    if quantize != 'none':
+      converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == 'float16':
+      converter.target_spec.supported_types = [tf.float16]
+    return converter.convert(), config
+
+
+def saved_model_bytes(model_dir: str) -> int:
+  """What a SavedModel takes on disk (graph, variables, assets)."""
+  model_dir = resolve_model_dir(model_dir)
+  return sum(tf.io.gfile.stat(os.path.join(folder, name)).length
+             for folder, _, files in tf.io.gfile.walk(model_dir) for name in files)
+
+
+class TFLiteColorizer:
+  """A TFLite export run like the serving signature: image bytes and boxes in, ab or PNG out (the
+  serving signature's own preprocessing and recombination, in TensorFlow)."""
+
+  def __init__(self, path: str, config: NetConfig, threads: Optional[int] = None):
+    self.config = config
+    # LiteRT's interpreter: XNNPACK, as on phones (TensorFlow's own runs 2.5x slower on x86).
+    self.interpreter = litert.Interpreter(model_path=path, num_threads=threads or os.cpu_count())
+    self._runners = {key: self.interpreter.get_signature_runner(key)
+                     for key in self.interpreter.get_signature_list()}
+    # The serving signature's own pre- and post-processing, as graphs (as fast as in serving).
+    self._prepare = tf.function(
+        lambda image, boxes: serving.prepare(image, boxes, tf.constant(0), config),
+        input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([None, 4], tf.float32)])
+    self._recombine = tf.function(
+        lambda image, ab: serving.recombine(image, ab, tf.constant(0)),
+        input_signature=[tf.TensorSpec([], tf.string),
+                         tf.TensorSpec([config.image_size, config.image_size, 2], tf.float32)])
+
+  def ab(self, image_bytes: bytes, boxes: np.ndarray) -> np.ndarray:
+    """[S,S,2] ab; the full signature without boxes, the fused one with them."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    prepared = self._prepare(tf.constant(image_bytes), tf.constant(boxes))
+    inputs = {k: v.numpy()[None] for k, v in prepared.items()}
+    if not len(boxes) or FUSED_SIGNATURE not in self._runners:
+      return self._runners[FULL_SIGNATURE](gray=inputs[features.GRAY])['ab'][0]
+    return self._runners[FUSED_SIGNATURE](**inputs)['ab'][0]
+
+  def colorize(self, image_bytes: bytes, boxes: np.ndarray) -> bytes:
+    """The colorized PNG at the photo's resolution, as serving_default writes it."""
+    return self._recombine(tf.constant(image_bytes), tf.constant(self.ab(image_bytes, boxes))
+                           ).numpy()
+
+
+@dataclasses.dataclass
+class Check:
+  """TFLite against the SavedModel on the same photos and boxes (ab in Lab units)."""
+  photos: int
+  requests: int
+  max_ab_difference: float
+  mean_ab_difference: float
+  mean_ab: float  # the SavedModel's mean |ab|: the scale of the differences
+
+  def __str__(self) -> str:
+    return (f'ab against the SavedModel on {self.photos} photos ({self.requests} requests, with '
+            f'and without boxes): mean |difference| {self.mean_ab_difference:.3f}, max '
+            f'{self.max_ab_difference:.3f} (Lab units; the mean |ab| is {self.mean_ab:.2f})')
+
+
+def check(tflite: TFLiteColorizer, model_dir: str,
+          photos: Sequence[Tuple[bytes, np.ndarray]]) -> Check:
+  """Each photo without boxes and with its boxes, through both; the ab differences."""
+  signature = tf.saved_model.load(resolve_model_dir(model_dir)).signatures['serving_default']
+  differences: List[np.ndarray] = []
+  magnitudes: List[float] = []
+  for image_bytes, boxes in photos:
+    for request_boxes in [np.zeros([0, 4], np.float32)] + ([boxes] if len(boxes) else []):
+      ours = tflite.ab(image_bytes, request_boxes)
+      theirs = signature(images=tf.constant([image_bytes]),
+                         boxes=tf.constant(np.asarray(request_boxes, np.float32)[None])
+                         )['ab'].numpy()[0]
+      differences.append(np.abs(ours - theirs))
+      magnitudes.append(float(np.abs(theirs).mean()))
+  flat = np.concatenate([d.ravel() for d in differences])
+  return Check(len(photos), len(differences), float(flat.max()), float(flat.mean()),
+               float(np.mean(magnitudes)))
+
+
+def median_seconds(fn, repeats: int = 5) -> float:
+  fn()  # warm-up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))

@@ -1,7 +1,9 @@
 """End to end with LocalDagRunner on the bundled real sample and the tiny preset (select: -m e2e)."""
 from __future__ import annotations
 
+import csv
 import glob
+import json
 import os
 import shutil
 import sys
@@ -366,7 +368,11 @@ def test_colorize_cli_with_a_local_hub_detector(pipeline_root, tmp_path, capsys)
                                '--detector', detector_dir, '--out', str(out)]) == 0
   printed = capsys.readouterr().out
   assert printed.count('(1 boxes from detector)') == 2  # the 0.2-score box is below 0.7
-  assert sorted(os.listdir(out)) == ['chelsea.png', 'rocket.png']
+  assert sorted(os.listdir(out)) == ['chelsea.png', 'manifest.csv', 'rocket.png']
+  with open(out / 'manifest.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [(r['status'], len(json.loads(r['boxes'])), r['box_source']) for r in rows] == [
+      ('written', 1, 'detector')] * 2
   boxes_file = tmp_path / 'boxes.json'
   boxes_file.write_text('{"rocket.jpg": [[0.1, 0.1, 0.9, 0.5]]}')
   assert pipeline_runner.main(['colorize', images[0], '--model',

@@ -86,13 +86,15 @@ def saturate(l: tf.Tensor, ab: tf.Tensor, scale) -> tf.Tensor:
   reduced until it is, keeping its hue and its L (clipping R, G and B one by one instead would
   shift both, most on the vivid colours a larger scale asks for)."""
   target = ab * scale
-  low, high = tf.zeros_like(l), tf.ones_like(l)  # gray (chroma 0) is always displayable
+  # The bisection runs on the pixels outside the gamut only (usually a small share).
+  outside = tf.where(tf.logical_not(in_gamut(tf.concat([l, target], -1))))
+  l_out, ab_out = tf.gather_nd(l, outside), tf.gather_nd(target, outside)
+  low, high = tf.zeros_like(l_out), tf.ones_like(l_out)  # gray (chroma 0) is always displayable
   for _ in range(_GAMUT_STEPS):
     middle = (low + high) / 2.0
-    inside = in_gamut(tf.concat([l, target * middle], -1))[..., None]
+    inside = in_gamut(tf.concat([l_out, ab_out * middle], -1))[..., None]
     low, high = tf.where(inside, middle, low), tf.where(inside, high, middle)
-  whole = in_gamut(tf.concat([l, target], -1))[..., None]
-  return tf.concat([l, target * tf.where(whole, 1.0, low)], -1)
+  return tf.concat([l, tf.tensor_scatter_nd_update(target, outside, ab_out * low)], -1)
 
 
 def lightness(rgb: tf.Tensor) -> tf.Tensor:

@@ -82,6 +82,31 @@ def test_padding_boxes_change_nothing(nets):
       one_real, fusion.model(_fusion_inputs(gray, only_that, [1, 0, 0] * 2, 3)).numpy())
 
 
+@pytest.mark.parametrize('one_image', [False, True])
+def test_padding_slots_take_nothing_however_low_the_real_logits(one_image):
+  """An untrained or diverging net can put every real mixing logit far below any finite floor;
+  the padding slots must still take no weight (CI once met such a net)."""
+  layer = model.FusionLayer(2)
+  layer.one_image = one_image
+  full = tf.random.normal([1, 8, 8, 4], seed=1)
+  instance = tf.random.normal([2, 8, 8, 4], seed=2)
+  mask = tf.constant([[1.0, 0.0]])
+
+  def mixed(padding_box):
+    return layer([full, instance, tf.constant([[[0.25, 0.25, 0.75, 0.75], padding_box]]),
+                  mask]).numpy()
+
+  mixed([0.0, 0.0, 1.0, 1.0])  # builds the weight generators
+  for generator in (layer.full_weights, layer.instance_weights):
+    kernel, bias = generator.layers[-1].get_weights()
+    generator.layers[-1].set_weights([kernel * 0, bias - 1e12])
+  with_padding = mixed([0.0, 0.0, 1.0, 1.0])
+  np.testing.assert_array_equal(with_padding, mixed([0.0, 0.0, 0.0, 0.0]))
+  assert np.isfinite(with_padding).all()
+  inside = with_padding[0, 2:6, 2:6] - full.numpy()[0, 2:6, 2:6]
+  assert np.abs(inside).max() > 1e-3  # the real box still mixes, at equal logits half-half
+
+
 def test_box_over_whole_image_mixes_both_streams(nets):
   config, full, _, fusion = nets
   gray = _gray_batch(config.image_size)
@@ -113,6 +138,27 @@ def test_box_only_changes_its_region_at_the_first_fusion_point(nets):
   np.testing.assert_array_equal(fused[:, :16], full_feature.numpy()[:, :16])  # above the box
   np.testing.assert_array_equal(fused[:, :, :16], full_feature.numpy()[:, :, :16])  # left of it
   assert np.abs(fused[:, 16:, 16:] - full_feature.numpy()[:, 16:, 16:]).max() > 1e-4
+
+
+def test_one_image_mix_is_the_batched_mix(nets):
+  """The export's 4-D mix (mix_one_image) gives the training mix's values for each photo, with
+  real, padding and overlapping boxes."""
+  config, full, _, fusion = nets
+  gray = _gray_batch(config.image_size)
+  inputs = _fusion_inputs(gray, [[0.1, 0.2, 0.7, 0.9], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.5, 0.5],
+                                 [0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.6, 0.4], [0, 0, 0, 0]],
+                          [1, 1, 0, 1, 1, 0], 3)
+  layer = fusion.fusion_layers['conv1_2']
+  full_feature = full.blocks['conv1_2'](gray)
+  instance_feature = fusion.instance.blocks['conv1_2'](
+      tf.reshape(inputs[features.INSTANCE_GRAY], [-1, 32, 32, 1]))
+  batched = layer([full_feature, instance_feature, inputs[features.BOXES],
+                   inputs[features.BOX_MASK]]).numpy()
+  assert np.abs(batched - full_feature.numpy()).max() > 1e-3  # the boxes do mix
+  for i in range(2):
+    one = layer.mix_one_image(full_feature[i:i + 1], instance_feature[3 * i:3 * i + 3],
+                              inputs[features.BOXES][i:i + 1], inputs[features.BOX_MASK][i:i + 1])
+    np.testing.assert_allclose(one.numpy(), batched[i:i + 1], atol=1e-5)
 
 
 def test_paste_into_frame_places_a_crop_in_its_box():

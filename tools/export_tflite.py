@@ -50,7 +50,7 @@ def rebuild(model_dir: str) -> Tuple[NetConfig, model.ColorNet, Optional[keras.M
     fusion = model.FusionNet(config, model.ColorNet(config, 'full'),
                              model.ColorNet(config, 'instance'))
     for layer in fusion.fusion_layers.values():
-      layer.paste = model.paste_into_frame_by_gather
+      layer.paste, layer.one_image = model.paste_into_frame_by_gather, True
     full, fused, saved = fusion.full, fusion.model, fusion.model
   else:
     full, fused = model.ColorNet(config, stage), None

@@ -24,7 +24,9 @@ SHORTCUTS = {'conv8_up': 'conv3_3', 'conv9_up': 'conv2_2', 'conv10_up': 'conv1_2
 # Outside the union of boxes the full-image weight gets this bias (the paper's background term).
 BACKGROUND_BIAS = 1e5
 # Logit of an instance at pixels outside its own box (and of padding slots): excluded from the mix.
-OUTSIDE_LOGIT = -1e9
+# -inf, not a large negative number: an untrained or diverging net's real logits can lie below any
+# finite floor, and the excluded maps would then take the weight (exp(-inf - top) is exactly 0).
+OUTSIDE_LOGIT = float('-inf')
 
 
 @functools.lru_cache(maxsize=1)
@@ -262,13 +264,13 @@ class FusionLayer(keras.layers.Layer):
   """
 
   def __init__(self, max_boxes: int, **kwargs):
-    # float32 whatever the nets compute in: the +1e5 background bias and the -1e9 logits of
-    # excluded maps overflow float16.
+    # float32 whatever the nets compute in: the +1e5 background bias overflows float16.
     kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.max_boxes = max_boxes
     # paste_into_frame_by_gather where CropAndResize is not available (the TFLite export).
     self.paste = paste_into_frame
+    self.one_image = False  # True: batches of one image, mixed by mix_one_image (the export)
     self.full_weights = _weight_generator(f'{self.name}_full')
     self.instance_weights = _weight_generator(f'{self.name}_instance')
 
@@ -330,6 +332,22 @@ class FusionLayer(keras.layers.Layer):
         weights * (pasted[..., :-1] - tf.gather(full, image)), image, batch)
 
   @tf.autograph.experimental.do_not_convert
+  def mix_one_image(self, full, instance, boxes, mask):
+    """The same mix for a batch of one image, every K slot, in 4-D tensors with reductions over
+    the slots: what TFLite's kernels (XNNPACK) run fast, where the 5-D tensors of mixing_weights
+    and the segment ops of mix_real_slots fall back to slow reference kernels (the export)."""
+    _, height, width, _ = self._grid(full)
+    boxes, mask = tf.reshape(boxes, [-1, 4]), tf.reshape(mask, [-1])
+    pasted = self._pasted(instance, boxes, height, width)
+    cover = box_cover(boxes, mask, height, width)
+    instance_logits = tf.where(cover > 0, pasted[..., -1:], OUTSIDE_LOGIT)
+    full_logits = self._full_logits(full, tf.reduce_max(cover, axis=0, keepdims=True))
+    top = tf.maximum(full_logits, tf.reduce_max(instance_logits, axis=0, keepdims=True))
+    full_exp, instance_exp = tf.exp(full_logits - top), tf.exp(instance_logits - top)
+    weights = instance_exp / (full_exp + tf.reduce_sum(instance_exp, axis=0, keepdims=True))
+    return full + tf.reduce_sum(weights * (pasted[..., :-1] - full), axis=0, keepdims=True)
+
+  @tf.autograph.experimental.do_not_convert
   def call(self, inputs, training=None):
     """inputs: [full [B,h,w,C], instance features of every slot [B*K,h,w,C], boxes [B,K,4],
     box_mask [B,K]]; or with a fifth input `slots` [R], the instance features of those flat
@@ -338,6 +356,8 @@ class FusionLayer(keras.layers.Layer):
     full = inputs[0]
     if len(inputs) == 5:
       out = self.mix_real_slots(*inputs)
+    elif self.one_image:
+      out = self.mix_one_image(*inputs)
     else:
       weights, mixed = self.mixing_weights(inputs)
       # full + sum_k w_k (f_k - full) equals sum_k w_k f_k (weights sum to 1), and is exactly

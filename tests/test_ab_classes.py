@@ -68,6 +68,8 @@ def test_a_classification_net_learns_a_real_photos_colours():
   """Logits out, one ab image after the annealed mean; training on one photo brings its decoded
   colours closer than the untrained net's."""
   config = PipelineConfig(image_size=32, width=0.125, objective='classification').net_config()
+  # Seeded: from some random starts 60 steps bring the colours only 26 % closer (CI met one).
+  tf.keras.utils.set_random_seed(0)
   net = model.ColorNet(config, 'full')
   assert net.model.output_shape == (None, 32, 32, ab_classes.num_classes())
   rgb = np.asarray(sample_image('chelsea').convert('RGB').resize((32, 32)), np.float32) / 255.0

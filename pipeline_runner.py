@@ -1,6 +1,6 @@
 """instcolor command line.
 
-  python pipeline_runner.py run [--preset cpu] [--data-dir VOCdevkit/VOC2012] [--pipeline-root DIR]
+  python pipeline_runner.py run [--preset cpu] [--data-dir VOCdevkit/VOC2012 | PHOTOS --detector FILE] [--init-model DIR] [--pipeline-root DIR]
   python pipeline_runner.py colorize IMAGE... --model DIR [--boxes FILE | --detector HANDLE] --out DIR
                                     [--saturation S] [--format png|jpg] [--skip-existing]
   python pipeline_runner.py compile --image IMAGE --pipeline-root gs://... --data-dir gs://...
@@ -45,7 +45,12 @@ def _parse_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
 
 def _config(args: argparse.Namespace) -> configs.PipelineConfig:
   """The validated config (no TensorFlow import: a bad --set fails in milliseconds)."""
-  return configs.get_config(args.preset, **_parse_overrides(args.set))
+  overrides = _parse_overrides(args.set)
+  if getattr(args, 'ingest_detector', None):  # run/compile --detector: --set detector=...
+    overrides['detector'] = args.ingest_detector
+  if getattr(args, 'init_model', None):  # run --init-model: --set init_model=...
+    overrides['init_model'] = args.init_model
+  return configs.get_config(args.preset, **overrides)
 
 
 def _voc_folder(path: str) -> str:
@@ -55,6 +60,37 @@ def _voc_folder(path: str) -> str:
     raise UsageError(f'{path} has no JPEGImages/ folder; point --data-dir at a VOCdevkit year '
                      'folder such as VOCdevkit/VOC2012')
   return path
+
+
+def _training_folder(path: str, config: configs.PipelineConfig) -> str:
+  """`run`'s --data-dir as an absolute path: a VOCdevkit year folder, or a plain photo folder,
+  which needs a detector (stages 2 and 3 learn from boxes)."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, 'JPEGImages')):
+    return path
+  if not os.path.isdir(path):
+    raise UsageError(f'no folder at {path}')
+  from components.voc_example_gen import voc
+  if not voc.list_photos(path):
+    raise UsageError(f'{path} has no photos (.jpg, .jpeg, .png) and no JPEGImages/ folder')
+  if not config.detector:
+    raise UsageError(
+        f'{path} is a plain photo folder (no JPEGImages/ and Annotations/): its photos have no '
+        'boxes, and the instance and fusion stages learn from boxes only. Give a detector to box '
+        'them at ingest, e.g. --detector ../shared/models/ssd_mobilenet_v1_coco_quant/detect.tflite')
+  return path
+
+
+def _checked_init_model(config: configs.PipelineConfig) -> configs.PipelineConfig:
+  """The config with init_model resolved to one SavedModel (a Pusher destination's newest
+  version, a Trainer model's Format-Serving; absolute, so the cache key names exactly it), whose
+  nets must fit this config's: a ConfigError naming what differs, before anything runs."""
+  from trainer import serving
+  source = serving.resolve_saved_model(config.init_model)
+  if '://' not in source:
+    source = os.path.abspath(source)
+  serving.check_architecture(source, config.net_config())
+  return config.replace(init_model=source)
 
 
 def _detector(args: argparse.Namespace):
@@ -97,7 +133,14 @@ def cmd_run(args: argparse.Namespace) -> int:
   config = _config(args)
   from trainer import backbone
   backbone.check_available(config.backbone_init)  # e.g. no network for Keras' ImageNet VGG16
-  data_root = args.data_dir if '://' in args.data_dir else _voc_folder(args.data_dir)
+  data_root = (args.data_dir if '://' in args.data_dir else
+               _training_folder(args.data_dir, config))
+  if config.detector and '://' not in config.detector:  # a local file or SavedModel folder
+    if not os.path.exists(config.detector):
+      raise UsageError(f'no detector at {config.detector}')
+    config = config.replace(detector=os.path.abspath(config.detector))
+  if config.init_model:
+    config = _checked_init_model(config)
   pipeline_root = os.path.abspath(args.pipeline_root)
   os.makedirs(pipeline_root, exist_ok=True)
 
@@ -264,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    '--beam-arg=--direct_num_workers=2 (repeatable)')
   pipeline_flags.add_argument('--serving-dir', default=None,
                               help='Pusher destination (default: <pipeline root>/serving_model)')
+  pipeline_flags.add_argument('--detector', dest='ingest_detector', metavar='HANDLE',
+                              help='box the photos without annotations at ingest (a plain photo '
+                                   'folder, or VOC images missing their XML): TFLite SSD file, '
+                                   'SavedModel or tensorflow_hub handle; the same as --set '
+                                   'detector=HANDLE (score: --set detector_score=0.5)')
 
   parser = argparse.ArgumentParser(prog='pipeline_runner.py', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -271,9 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
   run = commands.add_parser('run', parents=[config_flags, pipeline_flags],
                             help='run the pipeline locally with LocalDagRunner')
   run.add_argument('--data-dir', default=configs.SAMPLE_DATA_ROOT,
-                   help='VOCdevkit year folder (default: the bundled sample)')
+                   help='VOCdevkit year folder, or a folder of photos in any tree with --detector '
+                        '(default: the bundled sample)')
   run.add_argument('--pipeline-root', default=DEFAULT_PIPELINE_ROOT,
                    help='outputs and the sqlite MLMD go here (default: ./%(default)s)')
+  run.add_argument('--init-model', metavar='DIR',
+                   help='fine-tune: every stage starts from this model\'s nets (a pushed model, '
+                        'a Pusher destination or a Trainer model of the same architecture)')
   run.add_argument('--no-cache', action='store_true', help='re-run every component')
   run.add_argument('--verbose', action='store_true', help='TFX/Beam INFO logs')
   run.set_defaults(func=cmd_run)

@@ -7,6 +7,7 @@ from the handle.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from typing import Callable, Dict
@@ -101,9 +102,35 @@ class TFLiteDetector:
     return _best(boxes, scores, self.score_threshold, self.max_detections)
 
 
-def load_detector(handle: str, score_threshold: float = 0.7, max_detections: int = 8) -> Detector:
-  """A `.tflite` file -> TFLiteDetector; anything else (tensorflow_hub handle, SavedModel folder)
-  -> HubDetector."""
+def fingerprint(handle: str) -> str:
+  """What identifies a detector in lineage: the sha256 of a file, or of a folder's files (their
+  relative paths and contents, e.g. a SavedModel); a handle that is neither (a tensorflow_hub URL,
+  whose versions do not change) is its own identity."""
+  digest = hashlib.sha256()
+  if tf.io.gfile.isdir(handle):
+    for folder, _, files in sorted(tf.io.gfile.walk(handle)):
+      for name in sorted(files):
+        path = os.path.join(folder, name)
+        digest.update(os.path.relpath(path, handle).encode('utf-8') + b'\0')
+        digest.update(_file_sha256(path).encode('ascii'))
+    return digest.hexdigest()
+  if tf.io.gfile.exists(handle):
+    return _file_sha256(handle)
+  return handle
+
+
+def _file_sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def load_detector(handle: str, score_threshold: float = 0.7, max_detections: int = 8,
+                  num_threads: int | None = None) -> Detector:
+  """A `.tflite` file -> TFLiteDetector (on `num_threads`, default every core); anything else
+  (tensorflow_hub handle, SavedModel folder) -> HubDetector."""
   if handle.lower().endswith('.tflite'):
-    return TFLiteDetector(handle, score_threshold, max_detections)
+    return TFLiteDetector(handle, score_threshold, max_detections, num_threads)
   return HubDetector(handle, score_threshold, max_detections)

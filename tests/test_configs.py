@@ -50,7 +50,8 @@ def test_fusion_points_only_reach_the_fusion_stage():
   with pytest.raises(ConfigError, match='fusion stage only'):
     TrainerOptions(stage='full', net=config.net_config(), schedule=config.full,
                    fusion_points=('conv1_2',), flip_augmentation=False, min_crop_scale=1.0,
-                   color_rebalance=0.0, backbone_init='none', freeze_backbone_epochs=0)
+                   color_rebalance=0.0, backbone_init='none', freeze_backbone_epochs=0,
+                   init_model='')
 
 
 def test_crops_reach_transform_and_stages_1_2_only():

@@ -610,3 +610,52 @@ def test_evaluate_command_scores_a_voc_folder(pipeline_root, tmp_path, capsys):
         'grace_hopper', 'motorcycle_right', 'rocket', 'flower']
   page = Image.open(out / 'gallery_001.png')
   assert page.height > 4 * 200  # four photos, readable size
+
+
+def test_a_plain_photo_folder_trains_with_detector_boxes(tmp_path, capsys):
+  """`run` on photos in a nested folder (no VOC structure), boxed at ingest by the shared TFLite
+  detector: every stage trains, a model is pushed, and lineage names the detector by content."""
+  import pipeline_runner
+  from components import detectors
+  from tests.test_detectors import IMAGENET1K, SSD_FILE
+
+  folder = tmp_path / 'my photos'
+  photos = sorted(os.listdir(os.path.join(IMAGENET1K, 'JPEGImages')))[:16]
+  for i, name in enumerate(photos):
+    os.makedirs(folder / f'roll {i % 2}', exist_ok=True)
+    shutil.copy(os.path.join(IMAGENET1K, 'JPEGImages', name), folder / f'roll {i % 2}' / name)
+  root = str(tmp_path / 'root')
+  assert pipeline_runner.main(['run', '--preset', 'tiny', '--data-dir', str(folder),
+                               '--detector', SSD_FILE, '--pipeline-root', root,
+                               *[f'--beam-arg={a}' for a in BEAM_ARGS]]) == 0
+  out = capsys.readouterr().out
+  assert 'from the detector' in out and 'Pusher: serving model at' in out
+  store = metadata.open_store(root)
+  examples = metadata.latest_outputs(store, names.EXAMPLE_GEN)['examples'][0]
+  report = ingest_report.read_report(examples.uri)
+  assert report['kept'] == 16 and report['boxes_by_source']['detector'] == report['boxes'] > 0
+  test_validator_finds_no_anomaly_on_real_data(root)  # detector boxes fit the curated schema
+  assert pipeline_runner.main(['lineage', '--pipeline-root', root]) == 0
+  lineage = capsys.readouterr().out
+  assert f'boxed by {os.path.abspath(SSD_FILE)} (sha256 ' in lineage  # run stores it absolute
+  assert detectors.fingerprint(SSD_FILE) in lineage
+
+
+def test_fine_tuning_starts_every_stage_from_the_pushed_model(pipeline_root, data_root, tmp_path,
+                                                              capsys):
+  import pipeline_runner
+  from trainer import model, serving
+
+  pushed = serving.resolve_saved_model(os.path.join(pipeline_root, 'serving'))
+  root = str(tmp_path / 'tuned')
+  run_pipeline(root, data_root, config=CONFIG.replace(init_model=pushed))
+  store = metadata.open_store(root)
+  _, saved = serving.saved_nets(pushed)
+  full_uri = metadata.latest_outputs(store, names.TRAINERS[names.FULL])['model'][0].uri
+  started = model.ColorNet(CONFIG.net_config(), 'full').model
+  started.load_weights(names.weights_file(full_uri, 'full_initial'))
+  for mine, theirs in zip(started.get_weights(), saved['full'].model.get_weights()):
+    np.testing.assert_array_equal(mine, theirs)  # bit-identical at the first step
+  assert pipeline_runner.main(['lineage', '--pipeline-root', root]) == 0
+  lineage = capsys.readouterr().out
+  assert lineage.count(f'started from the fusion model {pushed}') == 3  # all three Trainers

@@ -31,19 +31,12 @@ import tqdm
 from PIL import Image, ImageOps
 
 from components.detectors import Boxes, Detector
+from trainer import serving
 
 
 def resolve_model_dir(path: str) -> str:
   """A SavedModel folder, or a Pusher destination holding versioned ones (newest wins)."""
-  if tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
-    return path
-  versions = sorted((int(v.rstrip('/')) for v in tf.io.gfile.listdir(path)
-                     if v.rstrip('/').isdigit()), reverse=True) if tf.io.gfile.isdir(path) else []
-  for version in versions:
-    candidate = os.path.join(path, str(version))
-    if tf.io.gfile.exists(os.path.join(candidate, 'saved_model.pb')):
-      return candidate
-  raise FileNotFoundError(f'no SavedModel in {path} (nor in numbered version folders under it)')
+  return serving.resolve_saved_model(path)
 
 
 def load_boxes_file(path: str) -> Dict[str, Boxes]:

@@ -44,21 +44,13 @@ FULL_SIGNATURE, FUSED_SIGNATURE = 'full', 'fused'
 def rebuild(model_dir: str) -> Tuple[NetConfig, model.ColorNet, Optional[keras.Model]]:
   """(float32 NetConfig, the full-image net, the fused net or None for a full or instance stage's
   model) with the SavedModel's weights; the fusion layers paste by gathers."""
-  stage, config = serving.load_net_record(model_dir)
-  config = dataclasses.replace(config, precision='float32')
-  if stage == names.FUSION:
-    fusion = model.FusionNet(config, model.ColorNet(config, 'full'),
-                             model.ColorNet(config, 'instance'))
-    for layer in fusion.fusion_layers.values():
-      layer.paste, layer.one_image = model.paste_into_frame_by_gather, True
-    full, fused, saved = fusion.full, fusion.model, fusion.model
-  else:
-    full, fused = model.ColorNet(config, stage), None
-    saved = full.model
-  # The SavedModel's variables are a checkpoint of the Keras model it was saved from, so a net
-  # built the same way reads them (its other objects, the Transform graph, are not wanted here).
-  saved.load_weights(os.path.join(model_dir, 'variables', 'variables')).expect_partial()
-  return config, full, fused
+  config, nets = serving.saved_nets(model_dir)
+  if names.FUSION not in nets:
+    return config, next(iter(nets.values())), None
+  fusion = nets[names.FUSION]
+  for layer in fusion.fusion_layers.values():
+    layer.paste, layer.one_image = model.paste_into_frame_by_gather, True
+  return config, fusion.full, fusion.model
 
 
 def tensor_functions(config: NetConfig, full: model.ColorNet, fused: Optional[keras.Model]

@@ -35,11 +35,18 @@ def _value(value: metadata_store_pb2.Value) -> Any:
   return getattr(value, kind) if kind else None
 
 
+# Custom properties lineage shows: the push and blessing, what ExampleGen read (its counts, what
+# boxed the photos without annotations) and the input's fingerprint.
+_SHOWN_PROPERTIES = ('pushed', 'pushed_destination', 'blessed', 'ingest_kept', 'ingest_rejected',
+                     'ingest_boxes_annotation', 'ingest_boxes_detector', 'ingest_detector',
+                     'ingest_detector_sha256', 'ingest_detector_score', 'input_fingerprint',
+                     'span')
+
+
 def _artifact(artifact: metadata_store_pb2.Artifact, key: str) -> Dict[str, Any]:
   return {'key': key, 'id': artifact.id, 'uri': artifact.uri,
           **{k: _value(v) for k, v in artifact.custom_properties.items()
-             if k in ('pushed', 'pushed_destination', 'blessed', 'ingest_kept', 'ingest_rejected',
-                      'input_fingerprint', 'span')}}
+             if k in _SHOWN_PROPERTIES}}
 
 
 class Lineage:
@@ -75,7 +82,9 @@ class Lineage:
       if node == names.EVALUATOR:
         entry['metrics'] = self._metrics(outputs)
       if node == names.TRAINERS[names.FULL] and outputs.get('model'):
-        entry['backbone_init'] = _backbone_init(outputs['model'][0].uri)
+        entry['backbone_init'] = _weights_record(outputs['model'][0].uri, names.BACKBONE_FILE)
+      if node in names.TRAINERS.values() and outputs.get('model'):
+        entry['init_model'] = _weights_record(outputs['model'][0].uri, names.INIT_MODEL_FILE)
       if node == names.EXAMPLE_GEN:
         props = {k: _value(v) for k, v in execution.custom_properties.items()}
         # A cached execution does not repeat the fingerprint; the Examples artifact carries it.
@@ -105,11 +114,12 @@ class Lineage:
     return result
 
 
-def _backbone_init(model_uri: str) -> Optional[Dict[str, str]]:
-  """What stage 1's encoder started from ({backbone_init, path, sha256}), as its Trainer recorded
-  it beside the weights; None for a random start."""
+def _weights_record(model_uri: str, name: str) -> Optional[Dict[str, str]]:
+  """What a stage started from, as its Trainer recorded it beside the weights: stage 1's encoder
+  (BACKBONE_FILE: backbone_init, path, sha256) or a fine-tuned stage's model (INIT_MODEL_FILE:
+  init_model, stage, sha256 of its variables); None where there is no record."""
   import tensorflow as tf
-  path = os.path.join(model_uri, names.WEIGHTS_DIR, names.BACKBONE_FILE)
+  path = os.path.join(model_uri, names.WEIGHTS_DIR, name)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:
@@ -134,9 +144,19 @@ def format_chain(entries: List[Dict[str, Any]]) -> str:
       extra = ' blessed' if artifact.get('blessed') == 1 else (
           ' NOT blessed' if artifact.get('blessed') == 0 else '')
       lines.append(f"     out {artifact['key']} #{artifact['id']} {artifact['uri']}{extra}")
+      if artifact.get('ingest_detector'):
+        lines.append(f"     boxed by {artifact['ingest_detector']} (sha256 "
+                     f"{artifact['ingest_detector_sha256']}, score >= "
+                     f"{artifact['ingest_detector_score']:g}): "
+                     f"{artifact.get('ingest_boxes_detector', 0)} boxes, "
+                     f"{artifact.get('ingest_boxes_annotation', 0)} from annotations")
     if entry.get('backbone_init'):
       init = entry['backbone_init']
       lines.append(f"     encoder from {init['backbone_init']} ({init['path']}, "
+                   f"sha256 {init['sha256']})")
+    if entry.get('init_model'):
+      init = entry['init_model']
+      lines.append(f"     started from the {init['stage']} model {init['init_model']} (variables "
                    f"sha256 {init['sha256']})")
     if entry.get('metrics'):
       lines.append('     metrics ' + ', '.join(f'{k} {v:.3f}' for k, v in entry['metrics'].items()))

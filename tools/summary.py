@@ -33,14 +33,19 @@ def print_summary(pipeline_root: str) -> None:
     print(f'  examples: {uri}\n  report:   {os.path.join(uri, ingest_report.REPORT_FILE)}')
   transform = metadata.latest_outputs(store, names.TRANSFORM)
   if transform and examples:
-    uri = transform['transformed_examples'][0].uri
-    print(f'Transform: {uri}')
-    for split, counts in report['splits'].items():
-      files = tf.io.gfile.glob(os.path.join(uri, f'Split-{split}', '*'))
+    transformed = transform['transformed_examples'][0]
+    print(f'Transform: {transformed.uri}')
+    for folder in sorted(tf.io.gfile.glob(os.path.join(transformed.uri, 'Split-*'))):
+      split = os.path.basename(folder.rstrip('/'))[len('Split-'):]
+      files = tf.io.gfile.glob(os.path.join(folder, '*'))
       size = sum(tf.io.gfile.stat(f).length for f in files)
-      per_example = size / counts['kept'] if counts['kept'] else 0
-      print(f'  {split:>6}: {counts["kept"]} examples, {_human_bytes(size)} '
-            f'({_human_bytes(per_example)} per example, gzip TFRecord)')
+      kept = report['splits'].get(split, {}).get('kept')
+      if kept is None:  # a hash split: ExampleGen counted its input split ('all') only
+        print(f'  {split:>6}: {_human_bytes(size)} (gzip TFRecord)')
+      else:
+        per_example = size / kept if kept else 0
+        print(f'  {split:>6}: {kept} examples, {_human_bytes(size)} '
+              f'({_human_bytes(per_example)} per example, gzip TFRecord)')
     print(f"  transform graph: {transform['transform_graph'][0].uri}")
   for trainer in names.TRAINERS.values():
     outputs = metadata.latest_outputs(store, trainer)

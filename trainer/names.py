@@ -51,6 +51,8 @@ WEIGHTS_DIR = 'weights'
 HISTORY_FILE = 'history.json'
 # ... and, when stage 1's encoder started from pretrained weights, what they were (source, sha256).
 BACKBONE_FILE = 'backbone_init.json'
+# Beside the weights too: the model a fine-tuning run's stage started from (init_model).
+INIT_MODEL_FILE = 'init_model.json'
 
 
 def weights_file(model_uri: str, net: str) -> str:

@@ -8,9 +8,10 @@ stage started from, so lineage can be checked from the artifacts alone.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -55,16 +56,61 @@ def _init_encoder(full: model.ColorNet, source: str, serving_model_dir: str) -> 
   _save_weights(full.model, serving_model_dir, 'full_initial')
 
 
+def _init_model_nets(options: TrainerOptions, serving_model_dir: str) -> Dict[str, object]:
+  """The nets of options.init_model (fine-tuning), checked against this run's architecture, and
+  what they came from recorded beside the weights for lineage; {} without one."""
+  if not options.init_model:
+    return {}
+  source = serving.resolve_saved_model(options.init_model)
+  saved_stage, _ = serving.check_architecture(source, options.net)
+  _, nets = serving.saved_nets(source)
+  record = {'init_model': source, 'stage': saved_stage, 'sha256': _variables_sha256(source)}
+  path = os.path.join(_model_uri(serving_model_dir), names.WEIGHTS_DIR, names.INIT_MODEL_FILE)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path, 'w') as f:
+    json.dump(record, f, indent=1)
+  logging.info('%s stage: starts from the %s model %s (nets %s)', options.stage, saved_stage,
+               source, sorted(nets))
+  return nets
+
+
+def _variables_sha256(saved_model_dir: str) -> str:
+  """sha256 over a SavedModel's variable files (its weights, whatever else it holds)."""
+  digest = hashlib.sha256()
+  folder = os.path.join(saved_model_dir, 'variables')
+  for name in sorted(tf.io.gfile.listdir(folder)):
+    with tf.io.gfile.GFile(os.path.join(folder, name), 'rb') as f:
+      for chunk in iter(lambda: f.read(1 << 20), b''):
+        digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _copy_net(net: model.ColorNet, blocks_from: model.ColorNet, head_from: model.ColorNet) -> None:
+  for point, block in net.blocks.items():
+    block.set_weights(blocks_from.blocks[point].get_weights())
+  net.head.set_weights(head_from.head.get_weights())
+
+
 def build_stage_model(fn_args: tfx.components.FnArgs, options: TrainerOptions,
                       full_model_dir: Optional[str] = None):
   """The stage's net built from upstream weights: (its serving Colorizer, {net name: keras model
   whose weights the stage writes}, the encoder convs that start pretrained: stage 1 with
-  backbone_init only); `colorizer.keras_model` is what trains."""
+  backbone_init only); `colorizer.keras_model` is what trains.
+
+  With options.init_model each stage starts from that model's net of its own kind instead: stage
+  1 from its full net, stage 2 from its instance net and stage 3's fusion layers from its fusion
+  layers, where it has them (a full stage's model has only the first; the others then start as
+  without it)."""
   stage, config, out_dir = options.stage, options.net, fn_args.serving_model_dir
+  init = _init_model_nets(options, out_dir)
   if stage == names.FULL:
     full = model.ColorNet(config, 'full')
     encoder = []
-    if options.backbone_init != BACKBONE_NONE:
+    if init:
+      # An instance stage's model has the same net, trained on crops.
+      full.model.set_weights(init.get('full', init.get('instance')).model.get_weights())
+      _save_weights(full.model, out_dir, 'full_initial')
+    elif options.backbone_init != BACKBONE_NONE:
       _init_encoder(full, options.backbone_init, out_dir)
       encoder = full.encoder_convs()
     return serving.Colorizer(full.model, stage, config), {'full': full.model}, encoder
@@ -72,7 +118,12 @@ def build_stage_model(fn_args: tfx.components.FnArgs, options: TrainerOptions,
     raise ValueError(f'{stage} stage needs the upstream model through {names.BASE_MODEL_KEY}')
   if stage == names.INSTANCE:
     instance = model.ColorNet(config, 'instance')
-    _load_weights(instance.model, fn_args.base_model, 'full', stage)
+    if 'instance' in init:
+      # A fusion stage's model holds its instance net's blocks only (stage 3 mixes features, never
+      # the instance head's colours): the head then starts from its full net's.
+      _copy_net(instance, blocks_from=init['instance'], head_from=init.get('full', init['instance']))
+    else:
+      _load_weights(instance.model, fn_args.base_model, 'full', stage)
     _save_weights(instance.model, out_dir, 'instance_initial')
     return serving.Colorizer(instance.model, stage, config), {'instance': instance.model}, []
   if not full_model_dir:
@@ -84,6 +135,11 @@ def build_stage_model(fn_args: tfx.components.FnArgs, options: TrainerOptions,
   full.freeze()
   instance.freeze()
   fusion = model.FusionNet(config, full, instance, options.fusion_points)
+  if 'fusion' in init:
+    saved_layers = init['fusion'].fusion_layers
+    for point, layer in fusion.fusion_layers.items():
+      if point in saved_layers:  # a point the saved model did not fuse at starts fresh
+        layer.set_weights(saved_layers[point].get_weights())
   _save_weights(fusion.model, out_dir, 'fusion_initial')
   # Serving runs the instance net on real boxes only; training always sees K slots.
   colorizer = serving.Colorizer(fusion.model, stage, config, predict=fusion.predict_real_boxes)

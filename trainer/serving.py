@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Callable, Dict, Optional, Tuple
@@ -24,8 +25,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from tfx.utils import path_utils
+
 from trainer import color, features, metrics, model, names, orientation, preprocessing
-from trainer.config import NetConfig
+from trainer.config import ConfigError, NetConfig
 
 _JPEG_MAGIC = b'\xff\xd8\xff'
 _PNG_MAGIC = b'\x89PNG'
@@ -240,6 +243,60 @@ def load_net_record(path: str) -> Tuple[str, NetConfig]:
   with tf.io.gfile.GFile(record) as f:
     raw = json.load(f)
   return raw['stage'], NetConfig.from_dict(raw['net'])
+
+
+def resolve_saved_model(path: str) -> str:
+  """A SavedModel folder; a Pusher destination holding versioned ones (the newest wins); or a
+  Trainer's Model artifact (its Format-Serving folder)."""
+  if tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
+    return path
+  serving_dir = path_utils.serving_model_path(path)
+  if tf.io.gfile.exists(os.path.join(serving_dir, 'saved_model.pb')):
+    return serving_dir
+  versions = sorted((int(v.rstrip('/')) for v in tf.io.gfile.listdir(path)
+                     if v.rstrip('/').isdigit()), reverse=True) if tf.io.gfile.isdir(path) else []
+  for version in versions:
+    candidate = os.path.join(path, str(version))
+    if tf.io.gfile.exists(os.path.join(candidate, 'saved_model.pb')):
+      return candidate
+  raise FileNotFoundError(f'no SavedModel in {path} (nor in numbered version folders under it, '
+                          'nor a Trainer model\'s Format-Serving)')
+
+
+# What a net's weights depend on (the rest, such as image_size, max_boxes or precision, only
+# changes how they are run).
+ARCHITECTURE_FIELDS = ('width', 'color_space', 'objective')
+
+
+def check_architecture(model_dir: str, net: NetConfig) -> Tuple[str, NetConfig]:
+  """(stage, NetConfig) of a saved model whose weights fit `net`'s nets; a ConfigError naming
+  every field that differs otherwise."""
+  stage, saved = load_net_record(model_dir)
+  differ = [f'{f} {getattr(saved, f)!r} there, {getattr(net, f)!r} here'
+            for f in ARCHITECTURE_FIELDS if getattr(saved, f) != getattr(net, f)]
+  if differ:
+    raise ConfigError(f'{model_dir} holds nets of another architecture: {"; ".join(differ)} '
+                      '(set these fields to the model\'s, or start from scratch)')
+  return stage, saved
+
+
+def saved_nets(model_dir: str) -> Tuple[NetConfig, Dict[str, object]]:
+  """The nets of a SavedModel written by `save`, rebuilt in float32 with its weights:
+  (NetConfig, {'full': ColorNet} for a full stage's model, {'instance': ColorNet} for an instance
+  stage's, {'full', 'instance': ColorNet, 'fusion': FusionNet} for a fusion stage's)."""
+  stage, config = load_net_record(model_dir)
+  config = dataclasses.replace(config, precision='float32')
+  if stage == names.FUSION:
+    full, instance = model.ColorNet(config, 'full'), model.ColorNet(config, 'instance')
+    fusion = model.FusionNet(config, full, instance)
+    nets, saved = {'full': full, 'instance': instance, 'fusion': fusion}, fusion.model
+  else:
+    net = model.ColorNet(config, stage)
+    nets, saved = {stage: net}, net.model
+  # The SavedModel's variables are a checkpoint of the Keras model it was saved from, so a net
+  # built the same way reads them (its other objects, the Transform graph, are not wanted here).
+  saved.load_weights(os.path.join(model_dir, 'variables', 'variables')).expect_partial()
+  return config, nets
 
 
 def export(colorizer: Colorizer, tf_transform_output: tft.TFTransformOutput, path: str) -> None:

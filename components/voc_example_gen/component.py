@@ -1,4 +1,5 @@
-"""VocExampleGen: FileBasedExampleGen with the VOC executor and an image-aware fingerprint."""
+"""VocExampleGen: FileBasedExampleGen with the VOC executor and an image-aware fingerprint, for
+VOCdevkit folders and plain photo folders."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ from tfx import v1 as tfx
 from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
+from components import detectors
 from components.voc_example_gen import driver, executor, voc
 from trainer import names
 from trainer.config import IngestOptions
@@ -21,9 +23,16 @@ def split_configs(data_root: str, split_mode: str = 'auto',
   """Input/output configs: ImageSets/Main/{train,val}.txt when present, else a hash split on the id.
 
   `split_mode` is 'lists', 'hash' or 'auto' (lists when train.txt and val.txt exist; for remote
-  roots such as gs:// 'auto' means 'lists', since compiling must not need to read the bucket).
+  roots such as gs:// 'auto' means 'lists', since compiling must not need to read the bucket). A
+  local folder without JPEGImages/ is a plain photo folder: every image in its tree, hash split.
   """
-  if split_mode == 'auto' and '://' in data_root:
+  remote = '://' in data_root
+  if not remote and not voc.is_voc_folder(data_root):
+    if split_mode == 'lists':
+      raise ValueError(f'split_mode=lists needs ImageSets/Main lists; {data_root} is a plain photo '
+                       'folder (no JPEGImages/): use split_mode=hash or auto')
+    return _hash_split(voc.PLAIN_PATTERN, hash_buckets)
+  if split_mode == 'auto' and remote:
     split_mode = 'lists'  # not checked: compiling for a remote root must not need to reach it
   if split_mode == 'auto':
     have_lists = all(tf.io.gfile.exists(os.path.join(data_root, LIST_DIR, f'{s}.txt'))
@@ -35,7 +44,11 @@ def split_configs(data_root: str, split_mode: str = 'auto',
     return input_config, None
   if split_mode != 'hash':
     raise ValueError(f'split_mode must be one of {names.SPLIT_MODES}, not {split_mode!r}')
-  input_config = tfx.proto.Input(splits=[tfx.proto.Input.Split(name='all', pattern='JPEGImages/*')])
+  return _hash_split('JPEGImages/*', hash_buckets)
+
+
+def _hash_split(pattern: str, hash_buckets: Sequence[Tuple[str, int]]):
+  input_config = tfx.proto.Input(splits=[tfx.proto.Input.Split(name='all', pattern=pattern)])
   output_config = tfx.proto.Output(split_config=tfx.proto.SplitConfig(
       splits=[tfx.proto.SplitConfig.Split(name=n, hash_buckets=b) for n, b in hash_buckets],
       partition_feature_name='image/source_id'))
@@ -43,16 +56,22 @@ def split_configs(data_root: str, split_mode: str = 'auto',
 
 
 class VocExampleGen(FileBasedExampleGen):
-  """Reads a VOCdevkit year folder (JPEGImages/, Annotations/, ImageSets/Main/)."""
+  """Reads a VOCdevkit year folder (JPEGImages/, Annotations/, ImageSets/Main/), or a plain photo
+  folder (with `ingest_options.detector` to box its photos)."""
 
   DRIVER_CLASS = driver.VocDriver
 
   def __init__(self, data_root: str, split_mode: str = 'auto',
                ingest_options: Optional[IngestOptions] = None):
     input_config, output_config = split_configs(data_root, split_mode)
+    options = ingest_options or voc.DEFAULT_OPTIONS
+    # A local detector's hash goes into the cache key; a remote one is hashed when ExampleGen runs.
+    local_detector = options.detector and '://' not in options.detector and os.path.exists(
+        options.detector)
     super().__init__(
         input_base=data_root,
         input_config=input_config,
         output_config=output_config,
-        custom_config=executor.pack_ingest_options(ingest_options or voc.DEFAULT_OPTIONS),
+        custom_config=executor.pack_ingest_options(
+            options, detectors.fingerprint(options.detector) if local_detector else ''),
         custom_executor_spec=executor_spec.BeamExecutorSpec(executor.Executor))

@@ -1,4 +1,5 @@
-"""ExampleGen drivers whose input fingerprint covers the images and annotations, not only split lists.
+"""ExampleGen drivers whose input fingerprint covers the images and annotations, not only split lists
+(for a plain photo folder: every image in its tree).
 
 FileBasedDriver fingerprints the files matching each split pattern. Our patterns are the ImageSets list
 files, so an edited JPEG or XML would leave the fingerprint (and therefore the cache key) unchanged.
@@ -8,24 +9,45 @@ instead (the task's preCacheCheck hook), which `python -m components.voc_example
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import sys
 from typing import Any, Dict, List
+
+import tensorflow as tf
 
 from tfx.components.example_gen import driver, utils
 from tfx.orchestration import data_types
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 
+from components.voc_example_gen import voc
+
 FINGERPRINTED_FOLDERS = ('JPEGImages', 'Annotations')
 
 
 def content_fingerprint(input_base: str, list_fingerprint: str) -> str:
-  """The split lists' fingerprint extended with every image's and annotation's (path, size, mtime)."""
+  """The split lists' fingerprint extended with every image's and annotation's (path, size, mtime),
+  or in a plain photo folder with every photo's."""
   parts = [list_fingerprint]
+  if not voc.is_voc_folder(input_base):
+    return '\n'.join(parts + [_photos_fingerprint(input_base)])
   for folder in FINGERPRINTED_FOLDERS:
     parts.append(io_utils.generate_fingerprint(folder, os.path.join(input_base, folder, '*')))
   return '\n'.join(parts)
+
+
+def _photos_fingerprint(input_base: str) -> str:
+  """io_utils.generate_fingerprint's summary over the photos of the whole tree, with a hash of
+  their paths (a renamed photo is a new id)."""
+  photos = voc.list_photos(input_base)
+  stats = [tf.io.gfile.stat(os.path.join(input_base, p)) for p in photos]
+  mtimes = [s.mtime_nsec // 1_000_000_000 for s in stats]
+  xor = functools.reduce(lambda a, b: a ^ b, mtimes, 0)
+  paths = hashlib.sha256('\n'.join(photos).encode('utf-8')).hexdigest()
+  return (f'split:photos,num_files:{len(photos)},total_bytes:{sum(s.length for s in stats)},'
+          f'xor_checksum:{xor},sum_checksum:{sum(mtimes)},paths:{paths}')
 
 
 class VocDriver(driver.FileBasedDriver):

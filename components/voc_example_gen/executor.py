@@ -1,5 +1,6 @@
-"""Beam executor of the VOC ExampleGen: VOCdevkit folder -> one tf.Example per image + an ingest report
-(report.py folds the per-image status records into it)."""
+"""Beam executor of the VOC ExampleGen: VOCdevkit folder or plain photo folder -> one tf.Example per
+image + an ingest report (report.py folds the per-image status records into it). With a detector in
+the options, each Beam worker loads it once and boxes the photos that have no annotation."""
 from __future__ import annotations
 
 import json
@@ -15,26 +16,40 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components import detectors
 from components.voc_example_gen import report, voc
 from trainer.config import IngestOptions
 
 _RECORDS_DIR = 'ingest_records'
 _RECORDS_DIR_KEY = '_ingest_records_dir'  # exec property set by Executor.Do for the PTransform
 _STATUS_TAG = 'status'
+# Beside the options in the custom config: the detector's content hash when it could be read where
+# the pipeline was built, so that a changed detector file changes ExampleGen's cache key.
+DETECTOR_SHA256_KEY = 'detector_sha256'
 
 
 class _IngestImage(beam.DoFn):
   """Image id -> tf.Example (main output) and a status record for every id (tagged output)."""
 
-  def __init__(self, input_base: str, split: str, options: IngestOptions):
+  def __init__(self, input_base: str, split: str, options: IngestOptions, plain_folder: bool):
     self._input_base = input_base
     self._split = split
     self._options = options
+    self._ingest = voc.ingest_photo if plain_folder else voc.ingest_image
+    self._detector: Optional[voc.Detector] = None
     self._counters = {status: beam.metrics.Metrics.counter('voc_example_gen', status)
                       for status in (voc.KEPT, voc.REJECTED)}
 
+  def setup(self):
+    # Once per worker: an interpreter or SavedModel cannot be pickled, and loading it per photo
+    # would cost more than detecting. One TFLite thread: Beam runs a worker per core.
+    if self._options.detector:
+      self._detector = detectors.load_detector(self._options.detector,
+                                               self._options.detector_score,
+                                               self._options.max_boxes, num_threads=1)
+
   def process(self, image_id: str):
-    result = voc.ingest_image(self._input_base, image_id, self._split, self._options)
+    result = self._ingest(self._input_base, image_id, self._split, self._options, self._detector)
     self._counters[result.status].inc()
     yield beam.pvalue.TaggedOutput(_STATUS_TAG, result.record())
     if result.example is not None:
@@ -42,7 +57,8 @@ class _IngestImage(beam.DoFn):
 
 
 class ReadVoc(beam.PTransform):
-  """Reads one split of a VOCdevkit folder.
+  """Reads one split of a VOCdevkit folder, or a plain photo folder (`split_pattern`
+  voc.PLAIN_PATTERN: every image in the tree).
 
   Returns a dict with 'examples' (tf.train.Example) and 'status' (one JSON-able record per input:
   kept or rejected, the reason, and notes on anything fixed). `claimed` maps ids that an earlier
@@ -60,7 +76,11 @@ class ReadVoc(beam.PTransform):
     self._claimed = dict(claimed or {})
 
   def expand(self, pipeline):
-    listed = voc.list_split_ids(self._input_base, self._split_pattern)
+    plain_folder = self._split_pattern == voc.PLAIN_PATTERN
+    if plain_folder:
+      listed = voc.SplitIds(voc.list_photos(self._input_base), [])
+    else:
+      listed = voc.list_split_ids(self._input_base, self._split_pattern)
     ids = [i for i in listed.ids if i not in self._claimed]
     early = [voc.rejection(i, self._split, voc.DUPLICATE_ACROSS_SPLITS,
                            f'also listed in {self._claimed[i]}; kept in that split only')
@@ -74,7 +94,8 @@ class ReadVoc(beam.PTransform):
         | 'ListIds' >> beam.Create(ids)
         # Create keeps everything in one bundle; reshuffle so every worker decodes images.
         | 'Distribute' >> beam.Reshuffle()
-        | 'Ingest' >> beam.ParDo(_IngestImage(self._input_base, self._split, self._options))
+        | 'Ingest' >> beam.ParDo(_IngestImage(self._input_base, self._split, self._options,
+                                              plain_folder))
         .with_outputs(_STATUS_TAG, main='examples'))
     duplicates = pipeline | 'Duplicates' >> beam.Create([r.record() for r in early])
     status = (outputs[_STATUS_TAG], duplicates) | 'AllStatus' >> beam.Flatten()
@@ -107,27 +128,36 @@ def claimed_ids(exec_properties: Dict[str, Any], split_pattern: str) -> Dict[str
   return claimed
 
 
-def pack_ingest_options(options: IngestOptions) -> example_gen_pb2.CustomConfig:
-  """The options as ExampleGen's CustomConfig (a Struct packed into its Any)."""
+def pack_ingest_options(options: IngestOptions,
+                        detector_sha256: str = '') -> example_gen_pb2.CustomConfig:
+  """The options (and the detector's hash) as ExampleGen's CustomConfig (a Struct packed into
+  its Any)."""
   struct = struct_pb2.Struct()
-  struct.update(options.to_dict())
+  struct.update({**options.to_dict(), DETECTOR_SHA256_KEY: detector_sha256})
   config = example_gen_pb2.CustomConfig()
   config.custom_config.Pack(struct)
   return config
 
 
-def ingest_options(exec_properties: Dict[str, Any]) -> IngestOptions:
-  """Reads the options packed by pack_ingest_options back (strictly: unknown keys are errors)."""
+def _packed_values(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
   packed = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
   if not packed:
-    return voc.DEFAULT_OPTIONS
+    return {}
   config = example_gen_pb2.CustomConfig()
   proto_utils.json_to_proto(packed, config)
   struct = struct_pb2.Struct()
   if config.custom_config.type_url:
     config.custom_config.Unpack(struct)
-  values = json_format.MessageToDict(struct)
-  # Struct stores numbers as doubles; the options are whole numbers.
+  return json_format.MessageToDict(struct)
+
+
+def ingest_options(exec_properties: Dict[str, Any]) -> IngestOptions:
+  """Reads the options packed by pack_ingest_options back (strictly: unknown keys are errors)."""
+  values = _packed_values(exec_properties)
+  if not values:
+    return voc.DEFAULT_OPTIONS
+  values.pop(DETECTOR_SHA256_KEY, None)
+  # Struct stores numbers as doubles; the whole-number options come back as ints.
   return IngestOptions.from_dict({k: int(v) if isinstance(v, float) and v.is_integer() else v
                                   for k, v in values.items()})
 
@@ -173,4 +203,13 @@ class Executor(BaseExampleGenExecutor):
     tf.io.gfile.rmtree(records_dir)
     for key in ('total', 'kept', 'rejected', 'boxes'):
       examples.set_int_custom_property(f'ingest_{key}', summary[key])
+    for source, count in summary['boxes_by_source'].items():
+      examples.set_int_custom_property(f'ingest_boxes_{source}', count)
+    options = ingest_options(exec_properties)
+    if options.detector:  # what boxed the photos, for lineage
+      examples.set_string_custom_property('ingest_detector', options.detector)
+      examples.set_string_custom_property(
+          'ingest_detector_sha256', _packed_values(exec_properties).get(DETECTOR_SHA256_KEY) or
+          detectors.fingerprint(options.detector))
+      examples.set_float_custom_property('ingest_detector_score', options.detector_score)
     logging.info('%s', report.format_summary(summary))

@@ -22,10 +22,13 @@ def summarize(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
   records = sorted(records, key=lambda r: (r['split'], r['image_id']))
   per_split: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
   reasons = collections.Counter()
+  by_source = collections.Counter({source: 0 for source in voc.BOX_SOURCES})
   for r in records:
     per_split[r['split']]['total'] += 1
     per_split[r['split']][r['status']] += 1
     per_split[r['split']]['boxes'] += r['num_boxes']
+    if r.get('box_source'):
+      by_source[r['box_source']] += r['num_boxes']
     if r['status'] == voc.REJECTED:
       reasons[r['reason']] += 1
   totals = collections.Counter()
@@ -36,6 +39,7 @@ def summarize(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
       'kept': totals[voc.KEPT],
       'rejected': totals[voc.REJECTED],
       'boxes': totals['boxes'],
+      'boxes_by_source': dict(by_source),
       'splits': {name: {k: counts[k] for k in ('total', voc.KEPT, voc.REJECTED, 'boxes')}
                  for name, counts in sorted(per_split.items())},
       'rejected_by_reason': dict(reasons.most_common()),
@@ -48,8 +52,10 @@ def summarize(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
 
 def format_summary(report: Dict[str, Any]) -> str:
   """A few human lines: kept/rejected per split and the rejection reasons."""
+  sources = ', '.join(f'{count} from the {source}'
+                      for source, count in report.get('boxes_by_source', {}).items() if count)
   lines = [f"VOC ingest: {report['kept']} kept + {report['rejected']} rejected = "
-           f"{report['total']} images ({report['boxes']} boxes)"]
+           f"{report['total']} images ({report['boxes']} boxes{': ' + sources if sources else ''})"]
   for name, counts in report['splits'].items():
     lines.append(f"  {name:>6}: {counts['kept']} kept, {counts['rejected']} rejected, "
                  f"{counts['boxes']} boxes")

@@ -9,6 +9,13 @@ recorded as notes. Policy, in short:
 * annotation: parsed with defusedxml (entity expansion is refused); missing, malformed or unsafe XML
   rejects the image; a `filename` that leaves JPEGImages/ rejects it.
 * boxes: clipped to the image; inverted, zero-area or non-numeric boxes dropped with a note.
+* a detector (optional, `IngestOptions.detector`): boxes the photos of a plain folder, and the VOC
+  images whose annotation is missing (instead of rejecting them); an annotation, where there is
+  one, always wins.
+
+Plain photo folders (no JPEGImages/): every image in the tree, its id the path relative to the
+folder (`trips/2019/beach.jpg`), which is unique and stable, so the hash split keeps each photo in
+its split as the folder grows.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import io
 import os
 import posixpath
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import defusedxml
 import defusedxml.ElementTree as safe_xml
@@ -37,6 +44,15 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 
 KEPT = 'kept'
 REJECTED = 'rejected'
+
+# Where an example's boxes came from (the report counts boxes by source).
+FROM_ANNOTATION = 'annotation'
+FROM_DETECTOR = 'detector'
+BOX_SOURCES: Tuple[str, ...] = (FROM_ANNOTATION, FROM_DETECTOR)
+# The input split pattern that means "a plain photo folder: every image in the tree".
+PLAIN_PATTERN = '**'
+# Image bytes -> [N, 4] normalised boxes (components/detectors.py).
+Detector = Callable[[bytes], np.ndarray]
 
 # Rejection reasons (the report groups by these codes; `detail` says what exactly was wrong).
 MISSING_IMAGE = 'missing_image'
@@ -69,6 +85,7 @@ class IngestResult:
   detail: Optional[str] = None
   notes: List[str] = dataclasses.field(default_factory=list)
   num_boxes: int = 0
+  box_source: Optional[str] = None  # one of BOX_SOURCES for a kept image
   example: Optional[tf.train.Example] = None
 
   def record(self) -> Dict[str, Any]:
@@ -130,6 +147,27 @@ def list_split_ids(input_base: str, split_pattern: str) -> SplitIds:
     else:
       chosen[stem] = file_path
   return SplitIds(list(chosen), duplicates)
+
+
+def is_voc_folder(input_base: str) -> bool:
+  return tf.io.gfile.isdir(posixpath.join(input_base, 'JPEGImages'))
+
+
+def is_image_file(name: str) -> bool:
+  return not name.startswith('.') and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_photos(input_base: str) -> List[str]:
+  """The ids of a plain photo folder: the relative (posix) path of every image in its tree,
+  sorted; hidden files and folders (a leading dot) are skipped."""
+  base = input_base.rstrip('/')
+  photos = []
+  for folder, subfolders, files in tf.io.gfile.walk(base):
+    subfolders[:] = [d for d in subfolders if not d.rstrip('/').startswith('.')]
+    relative = folder[len(base):].strip('/')
+    photos.extend(posixpath.join(relative, f) if relative else f
+                  for f in files if is_image_file(f))
+  return sorted(photos)
 
 
 def _stem(path: str) -> str:
@@ -295,9 +333,47 @@ def _make_example(image_id: str, filename: str, jpeg: bytes, width: int, height:
   return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
+def _detected_boxes(detector: Detector, jpeg: bytes) -> List[_Box]:
+  """The detector's boxes, class unknown (label 0)."""
+  return [_Box(*map(float, box), name='', difficult=0, truncated=0) for box in detector(jpeg)
+          if box[2] > box[0] and box[3] > box[1]]
+
+
+def _kept(image_id: str, path: str, split: str, image: Tuple[bytes, int, int], boxes: List[_Box],
+          box_source: Optional[str], notes: List[str]) -> IngestResult:
+  example = _make_example(image_id, posixpath.basename(path), *image, boxes)
+  return IngestResult(image_id, split, KEPT, notes=notes, num_boxes=len(boxes),
+                      box_source=box_source, example=example)
+
+
+def ingest_photo(input_base: str, relative_path: str, split: str,
+                 options: IngestOptions = DEFAULT_OPTIONS,
+                 detector: Optional[Detector] = None) -> IngestResult:
+  """One photo of a plain folder (its id: `relative_path`) -> a kept example or a rejection;
+  boxed by `detector` when there is one, else without boxes."""
+  notes: List[str] = []
+  try:
+    normalized = posixpath.normpath(relative_path)
+    if (not relative_path or normalized != relative_path or normalized.startswith('..') or
+        posixpath.isabs(normalized)):
+      raise _Reject(FILENAME_OUTSIDE_FOLDER, f'{relative_path!r} is not a path inside the folder')
+    path = posixpath.join(input_base, relative_path)
+    if not tf.io.gfile.exists(path):
+      raise _Reject(MISSING_IMAGE, f'{relative_path} is gone')
+    image = _load_image(
+        _read_capped(path, options.max_file_bytes, IMAGE_TOO_LARGE, 'image file'), options, notes)
+  except _Reject as rejection:
+    return IngestResult(relative_path, split, REJECTED, rejection.reason, rejection.detail, notes)
+  boxes = _detected_boxes(detector, image[0]) if detector else []
+  return _kept(relative_path, path, split, image, boxes, FROM_DETECTOR if detector else None,
+               notes)
+
+
 def ingest_image(input_base: str, image_id: str, split: str,
-                 options: IngestOptions = DEFAULT_OPTIONS) -> IngestResult:
-  """Turns one VOC image id into a kept example or a rejection; never raises for bad data."""
+                 options: IngestOptions = DEFAULT_OPTIONS,
+                 detector: Optional[Detector] = None) -> IngestResult:
+  """Turns one VOC image id into a kept example or a rejection; never raises for bad data.
+  Without its annotation the image is boxed by `detector` if there is one, else rejected."""
   notes: List[str] = []
   try:
     if not image_id or '/' in image_id or '\\' in image_id or image_id.startswith('.'):
@@ -305,7 +381,14 @@ def ingest_image(input_base: str, image_id: str, split: str,
     image_path = _find_image(input_base, image_id)
     xml_path = posixpath.join(input_base, 'Annotations', image_id + '.xml')
     if not tf.io.gfile.exists(xml_path):
-      raise _Reject(MISSING_ANNOTATION, f'no Annotations/{image_id}.xml')
+      if detector is None:
+        raise _Reject(MISSING_ANNOTATION, f'no Annotations/{image_id}.xml')
+      image = _load_image(
+          _read_capped(image_path, options.max_file_bytes, IMAGE_TOO_LARGE, 'image file'),
+          options, notes)
+      notes.append(f'no Annotations/{image_id}.xml: boxed by the detector')
+      return _kept(image_id, image_path, split, image, _detected_boxes(detector, image[0]),
+                   FROM_DETECTOR, notes)
     root = _parse_annotation(_read_capped(xml_path, options.max_annotation_bytes,
                                           MALFORMED_ANNOTATION, 'annotation'))
     _check_filename(root, image_path, notes)
@@ -320,5 +403,4 @@ def ingest_image(input_base: str, image_id: str, split: str,
     boxes = _parse_boxes(root, width, height, notes)
   except _Reject as rejection:
     return IngestResult(image_id, split, REJECTED, rejection.reason, rejection.detail, notes)
-  example = _make_example(image_id, posixpath.basename(image_path), jpeg, width, height, boxes)
-  return IngestResult(image_id, split, KEPT, notes=notes, num_boxes=len(boxes), example=example)
+  return _kept(image_id, image_path, split, (jpeg, width, height), boxes, FROM_ANNOTATION, notes)

@@ -133,8 +133,10 @@ def cmd_run(args: argparse.Namespace) -> int:
   config = _config(args)
   from trainer import backbone
   backbone.check_available(config.backbone_init)  # e.g. no network for Keras' ImageNet VGG16
-  data_root = (args.data_dir if '://' in args.data_dir else
-               _training_folder(args.data_dir, config))
+  data_roots = [d if '://' in d else _training_folder(d, config)
+                for d in args.data_dir or [configs.SAMPLE_DATA_ROOT]]
+  if len(set(data_roots)) < len(data_roots):
+    raise UsageError(f'a --data-dir is given twice: {data_roots}')
   if config.detector and '://' not in config.detector:  # a local file or SavedModel folder
     if not os.path.exists(config.detector):
       raise UsageError(f'no detector at {config.detector}')
@@ -150,10 +152,10 @@ def cmd_run(args: argparse.Namespace) -> int:
   from pipeline import pipeline as pipeline_module
   from tools import metadata, progress, quiet, summary
 
-  print(f'instcolor: preset {config.preset}, data {data_root}, pipeline root {pipeline_root}',
-        flush=True)
+  print(f'instcolor: preset {config.preset}, data {" + ".join(data_roots)}, pipeline root '
+        f'{pipeline_root}', flush=True)
   tfx_pipeline = pipeline_module.create_pipeline(
-      config, data_root=data_root, pipeline_root=pipeline_root,
+      config, data_root=data_roots, pipeline_root=pipeline_root,
       metadata_connection_config=metadata.connection_config(pipeline_root),
       beam_pipeline_args=configs.default_beam_args(args.beam_arg),
       enable_cache=not args.no_cache, serving_model_dir=args.serving_dir)
@@ -318,9 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
   commands = parser.add_subparsers(dest='command', required=True)
   run = commands.add_parser('run', parents=[config_flags, pipeline_flags],
                             help='run the pipeline locally with LocalDagRunner')
-  run.add_argument('--data-dir', default=configs.SAMPLE_DATA_ROOT,
+  run.add_argument('--data-dir', action='append',
                    help='VOCdevkit year folder, or a folder of photos in any tree with --detector '
-                        '(default: the bundled sample)')
+                        '(default: the bundled sample); repeat it to train on several sources, '
+                        'their ids namespaced by folder name')
   run.add_argument('--pipeline-root', default=DEFAULT_PIPELINE_ROOT,
                    help='outputs and the sqlite MLMD go here (default: ./%(default)s)')
   run.add_argument('--init-model', metavar='DIR',
@@ -336,8 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
   compile_.add_argument('--image', required=True,
                         help='container image with this project installed (see Dockerfile)')
   compile_.add_argument('--pipeline-root', required=True, help='e.g. gs://bucket/instcolor')
-  compile_.add_argument('--data-dir', required=True,
-                        help='VOCdevkit year folder as seen by the pipeline, e.g. gs://bucket/VOC2012')
+  compile_.add_argument('--data-dir', required=True, action='append',
+                        help='VOCdevkit year folder as seen by the pipeline, e.g. '
+                             'gs://bucket/VOC2012 (repeatable: several sources)')
   compile_.add_argument('--output', default='pipeline.json')
   compile_.add_argument('--container-root', default='/instcolor',
                         help='where the project lives inside the image (default: %(default)s)')

@@ -5,7 +5,7 @@ The builders below make one component each (the benches reuse them); create_pipe
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -51,7 +51,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       ])])
 
 
-def example_gen(config: PipelineConfig, data_root: str) -> VocExampleGen:
+def example_gen(config: PipelineConfig, data_root: Union[str, Sequence[str]]) -> VocExampleGen:
   return VocExampleGen(data_root=data_root, split_mode=config.split_mode,
                        ingest_options=config.ingest_options()).with_id(names.EXAMPLE_GEN)
 
@@ -94,14 +94,15 @@ def trainers(config: PipelineConfig,
   return {stage: component.with_id(names.TRAINERS[stage]) for stage, component in stages.items()}
 
 
-def create_pipeline(config: PipelineConfig, data_root: str, pipeline_root: str,
+def create_pipeline(config: PipelineConfig, data_root: Union[str, Sequence[str]],
+                    pipeline_root: str,
                     metadata_connection_config=None,
                     beam_pipeline_args: Optional[List[str]] = None,
                     enable_cache: bool = True,
                     serving_model_dir: Optional[str] = None,
                     schema_dir: str = configs.SCHEMA_DIR) -> tfx.dsl.Pipeline:
-  """The instcolor pipeline. `schema_dir` is where schema.pbtxt is when the pipeline runs
-  (inside the container image for Kubeflow / Vertex)."""
+  """The instcolor pipeline on one data folder or several (`data_root`). `schema_dir` is where
+  schema.pbtxt is when the pipeline runs (inside the container image for Kubeflow / Vertex)."""
   examples = example_gen(config, data_root)
   statistics = tfx.components.StatisticsGen(examples=examples.outputs['examples']).with_id(
       names.STATISTICS_GEN)

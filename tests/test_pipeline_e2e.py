@@ -612,9 +612,10 @@ def test_evaluate_command_scores_a_voc_folder(pipeline_root, tmp_path, capsys):
   assert page.height > 4 * 200  # four photos, readable size
 
 
-def test_a_plain_photo_folder_trains_with_detector_boxes(tmp_path, capsys):
+def test_a_plain_photo_folder_and_a_voc_folder_train_together(data_root, tmp_path, capsys):
   """`run` on photos in a nested folder (no VOC structure), boxed at ingest by the shared TFLite
-  detector: every stage trains, a model is pushed, and lineage names the detector by content."""
+  detector, together with the VOC sample: every stage trains, a model is pushed, and lineage
+  names both sources and the detector by content."""
   import pipeline_runner
   from components import detectors
   from tests.test_detectors import IMAGENET1K, SSD_FILE
@@ -626,19 +627,23 @@ def test_a_plain_photo_folder_trains_with_detector_boxes(tmp_path, capsys):
     shutil.copy(os.path.join(IMAGENET1K, 'JPEGImages', name), folder / f'roll {i % 2}' / name)
   root = str(tmp_path / 'root')
   assert pipeline_runner.main(['run', '--preset', 'tiny', '--data-dir', str(folder),
-                               '--detector', SSD_FILE, '--pipeline-root', root,
+                               '--data-dir', data_root, '--detector', SSD_FILE,
+                               '--pipeline-root', root,
                                *[f'--beam-arg={a}' for a in BEAM_ARGS]]) == 0
   out = capsys.readouterr().out
   assert 'from the detector' in out and 'Pusher: serving model at' in out
   store = metadata.open_store(root)
   examples = metadata.latest_outputs(store, names.EXAMPLE_GEN)['examples'][0]
   report = ingest_report.read_report(examples.uri)
-  assert report['kept'] == 16 and report['boxes_by_source']['detector'] == report['boxes'] > 0
+  assert report['kept'] == 16 + 12 and set(report['sources']) == {'my photos', 'VOC2007'}
+  assert report['sources']['my photos']['boxes'] == report['boxes_by_source']['detector'] > 0
+  assert report['sources']['VOC2007']['boxes'] == report['boxes_by_source']['annotation'] > 0
   test_validator_finds_no_anomaly_on_real_data(root)  # detector boxes fit the curated schema
   assert pipeline_runner.main(['lineage', '--pipeline-root', root]) == 0
   lineage = capsys.readouterr().out
   assert f'boxed by {os.path.abspath(SSD_FILE)} (sha256 ' in lineage  # run stores it absolute
   assert detectors.fingerprint(SSD_FILE) in lineage
+  assert f'input {folder} + {data_root}' in lineage
 
 
 def test_fine_tuning_starts_every_stage_from_the_pushed_model(pipeline_root, data_root, tmp_path,

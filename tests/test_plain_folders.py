@@ -4,6 +4,7 @@ VOC images missing their annotation are boxed instead of rejected, and the repor
 lineage properties and the cache fingerprint follow."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -125,3 +126,98 @@ def test_run_refuses_a_plain_folder_without_a_detector(photo_folder, tmp_path, c
   assert not os.path.exists(tmp_path / 'r' / 'metadata.sqlite')
   with pytest.raises(ValueError, match='plain photo folder'):
     component.split_configs(photo_folder['root'], 'lists')
+
+
+@pytest.fixture
+def three_sources(sample_voc, tmp_path) -> list:
+  """The VOC sample, and two plain folders that each hold a `0001.jpg` (different photos); one of
+  them also holds a copy of the sample's astronaut photo under another name."""
+  voc_root = copy_voc(sample_voc, str(tmp_path / 'VOC2007'))
+  ids = _val_ids(4)
+  for folder, image_id in (('family', ids[0]), ('museum', ids[1])):
+    os.makedirs(tmp_path / folder / 'scans')
+    shutil.copy(os.path.join(IMAGENET1K, 'JPEGImages', f'{image_id}.jpg'),
+                tmp_path / folder / '0001.jpg')
+  shutil.copy(os.path.join(IMAGENET1K, 'JPEGImages', f'{ids[2]}.jpg'),
+              tmp_path / 'family' / 'scans' / 'beach.jpg')
+  shutil.copy(os.path.join(voc_root, 'JPEGImages', 'astronaut.jpg'),
+              tmp_path / 'family' / 'scans' / 'astro.jpg')
+  return [voc_root, str(tmp_path / 'family'), str(tmp_path / 'museum')]
+
+
+def _run_sources(sources, out: str):
+  from tfx.components.example_gen import utils as example_gen_utils
+  from tfx.types import standard_artifacts, standard_component_specs
+  from tfx.utils import proto_utils
+
+  from components.voc_example_gen import executor
+
+  examples = standard_artifacts.Examples()
+  examples.uri = out
+  input_config = component.sources_split_config()
+  exec_properties = {
+      standard_component_specs.INPUT_BASE_KEY: sources[0],
+      standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(input_config),
+      standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(
+          example_gen_utils.make_default_output_config(input_config)),
+      standard_component_specs.OUTPUT_DATA_FORMAT_KEY: 6,  # FORMAT_TF_EXAMPLE
+      standard_component_specs.OUTPUT_FILE_FORMAT_KEY: 5,  # FORMAT_TFRECORDS_GZIP
+      standard_component_specs.CUSTOM_CONFIG_KEY: proto_utils.proto_to_json(
+          executor.pack_ingest_options(DETECTING, sources=sources)),
+  }
+  executor.Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+  return examples, exec_properties
+
+
+def test_several_sources_are_namespaced_keep_their_lists_and_a_repeated_photo_once(
+    three_sources, tmp_path):
+  examples, _ = _run_sources(three_sources, str(tmp_path / 'out'))
+  ids = {split: {_feature(e, 'image/source_id')[0].decode()
+                 for e in _read_split(examples.uri, split)} for split in ('train', 'val')}
+  sample_lists = {split: open(os.path.join(three_sources[0], 'ImageSets', 'Main',
+                                           f'{split}.txt')).read().split()
+                  for split in ('train', 'val')}
+  for split in ('train', 'val'):  # the VOC source keeps its own lists
+    assert {i for i in ids[split] if i.startswith('VOC2007/')} == {
+        f'VOC2007/{i}' for i in sample_lists[split]}
+  plain = {'family/0001.jpg', 'museum/0001.jpg', 'family/scans/beach.jpg'}
+  assert plain <= ids['train'] | ids['val']  # one id per source: no collision
+  for image_id in plain:
+    assert image_id in ids[voc.hash_split(image_id)]
+  report = ingest_report.read_report(examples.uri)
+  assert {r['image_id']: (r['reason'], r['detail']) for r in report['rejections']} == {
+      'family/scans/astro.jpg': (voc.DUPLICATE_PHOTO,
+                                 'the same bytes as VOC2007/astronaut; kept there only')}
+  assert report['sources'] == {
+      'VOC2007': {'total': 12, 'kept': 12, 'rejected': 0,
+                  'boxes': report['boxes_by_source'][voc.FROM_ANNOTATION]},
+      'family': {'total': 3, 'kept': 2, 'rejected': 1,
+                 'boxes': report['sources']['family']['boxes']},
+      'museum': {'total': 1, 'kept': 1, 'rejected': 0,
+                 'boxes': report['sources']['museum']['boxes']}}
+  assert (report['sources']['family']['boxes'] + report['sources']['museum']['boxes'] ==
+          report['boxes_by_source'][voc.FROM_DETECTOR])
+  assert 'source family: 2 kept, 1 rejected' in ingest_report.format_summary(report)
+  assert json.loads(examples.get_string_custom_property('ingest_sources')) == three_sources
+
+
+def test_the_fingerprint_of_several_sources_follows_each_of_them(three_sources, tmp_path):
+  from tfx.components.example_gen import utils as example_gen_utils
+  from tfx.utils import proto_utils
+
+  from components.voc_example_gen import driver, executor
+
+  def fingerprint():
+    props = {
+        'input_base': three_sources[0],
+        'input_config': proto_utils.proto_to_json(component.sources_split_config()),
+        'custom_config': proto_utils.proto_to_json(
+            executor.pack_ingest_options(DETECTING, sources=three_sources))}
+    resolved = driver.VocDriver(metadata_handle=None).resolve_exec_properties(props, None, None)
+    return resolved[example_gen_utils.FINGERPRINT_PROPERTY_NAME]
+
+  before = fingerprint()
+  assert fingerprint() == before and all(root in before for root in three_sources)
+  shutil.copy(os.path.join(three_sources[1], '0001.jpg'),
+              os.path.join(three_sources[2], 'scans', 'new.jpg'))  # a photo added to the last
+  assert fingerprint() != before

@@ -92,7 +92,10 @@ class Lineage:
         fingerprint = props.get('input_fingerprint') or (
             _value(examples[0].custom_properties['input_fingerprint']) if examples else None)
         entries.append(entry)
+        sources = (_value(examples[0].custom_properties['ingest_sources'])
+                   if examples and 'ingest_sources' in examples[0].custom_properties else None)
         entries.append({'stage': 'input data', 'input_base': props.get('input_base'),
+                        'sources': json.loads(sources) if sources else [props.get('input_base')],
                         'input_fingerprint': fingerprint})
         break
       entries.append(entry)
@@ -135,7 +138,7 @@ def format_chain(entries: List[Dict[str, Any]]) -> str:
       continue
     if entry['stage'] == 'input data':
       fingerprint = (entry['input_fingerprint'] or '').replace('\n', '\n                 ')
-      lines.append(f"{arrow}input {entry['input_base']}\n     fingerprint {fingerprint}")
+      lines.append(f"{arrow}input {' + '.join(entry['sources'])}\n     fingerprint {fingerprint}")
       continue
     lines.append(f"{arrow}{entry['stage']} (execution #{entry['execution_id']}, {entry['state']})")
     for artifact in entry['inputs']:

@@ -1,5 +1,5 @@
 """ExampleGen drivers whose input fingerprint covers the images and annotations, not only split lists
-(for a plain photo folder: every image in its tree).
+(for a plain photo folder: every image in its tree; for several sources: each of them).
 
 FileBasedDriver fingerprints the files matching each split pattern. Our patterns are the ImageSets list
 files, so an edited JPEG or XML would leave the fingerprint (and therefore the cache key) unchanged.
@@ -22,7 +22,7 @@ from tfx.orchestration import data_types
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 
-from components.voc_example_gen import voc
+from components.voc_example_gen import executor, voc
 
 FINGERPRINTED_FOLDERS = ('JPEGImages', 'Annotations')
 
@@ -36,6 +36,23 @@ def content_fingerprint(input_base: str, list_fingerprint: str) -> str:
   for folder in FINGERPRINTED_FOLDERS:
     parts.append(io_utils.generate_fingerprint(folder, os.path.join(input_base, folder, '*')))
   return '\n'.join(parts)
+
+
+def sources_fingerprint(sources: List[str]) -> str:
+  """Several sources: each one's lists, images and annotations (or photos), in order."""
+  parts = []
+  for root in sources:
+    lists = io_utils.generate_fingerprint('lists', os.path.join(root, voc.LIST_DIR, '*.txt'))
+    parts.append(f'source:{root}\n' + content_fingerprint(root, lists))
+  return '\n'.join(parts)
+
+
+def _fingerprint(exec_properties: Dict[str, Any], list_fingerprint: str) -> str:
+  sources, _ = executor.packed_sources(exec_properties)
+  if sources:
+    return sources_fingerprint(sources)
+  return content_fingerprint(exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                             list_fingerprint)
 
 
 def _photos_fingerprint(input_base: str) -> str:
@@ -57,9 +74,8 @@ class VocDriver(driver.FileBasedDriver):
                               component_info: data_types.ComponentInfo) -> Dict[str, Any]:
     exec_properties = super().resolve_exec_properties(exec_properties, pipeline_info,
                                                       component_info)
-    exec_properties[utils.FINGERPRINT_PROPERTY_NAME] = content_fingerprint(
-        exec_properties[standard_component_specs.INPUT_BASE_KEY],
-        exec_properties[utils.FINGERPRINT_PROPERTY_NAME])
+    exec_properties[utils.FINGERPRINT_PROPERTY_NAME] = _fingerprint(
+        exec_properties, exec_properties[utils.FINGERPRINT_PROPERTY_NAME])
     return exec_properties
 
 
@@ -92,8 +108,7 @@ def run_kubeflow_v2_driver(argv: List[str]) -> None:
   exec_properties = kubeflow_v2_entrypoint_utils.parse_execution_properties(
       executor_input.inputs.parameter_values, executor_input.inputs.parameters, inputs_spec)
   fingerprint = output.parameter_values[utils.FINGERPRINT_PROPERTY_NAME]
-  fingerprint.string_value = content_fingerprint(
-      exec_properties[standard_component_specs.INPUT_BASE_KEY], fingerprint.string_value)
+  fingerprint.string_value = _fingerprint(exec_properties, fingerprint.string_value)
   with fileio.open(output_file, 'wb') as f:
     f.write(json_format.MessageToJson(output, sort_keys=True))
 

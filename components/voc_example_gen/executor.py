@@ -1,11 +1,12 @@
-"""Beam executor of the VOC ExampleGen: VOCdevkit folder or plain photo folder -> one tf.Example per
-image + an ingest report (report.py folds the per-image status records into it). With a detector in
-the options, each Beam worker loads it once and boxes the photos that have no annotation."""
+"""Beam executor of the VOC ExampleGen: VOCdevkit folder or plain photo folder, or several of them
+-> one tf.Example per image + an ingest report (report.py folds the per-image status records into
+it). With a detector in the options, each Beam worker loads it once and boxes the photos that have
+no annotation."""
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -22,20 +23,24 @@ from trainer.config import IngestOptions
 
 _RECORDS_DIR = 'ingest_records'
 _RECORDS_DIR_KEY = '_ingest_records_dir'  # exec property set by Executor.Do for the PTransform
+_PLAN_KEY = '_sources_plan'  # ... and the voc.SourcePlan of several sources
 _STATUS_TAG = 'status'
 # Beside the options in the custom config: the detector's content hash when it could be read where
-# the pipeline was built, so that a changed detector file changes ExampleGen's cache key.
+# the pipeline was built, so that a changed detector file changes ExampleGen's cache key; and with
+# several sources, their folders in order and the split mode they are planned with.
 DETECTOR_SHA256_KEY = 'detector_sha256'
+SOURCES_KEY = 'sources'
+SOURCES_SPLIT_MODE_KEY = 'sources_split_mode'
+_EXTRA_KEYS = (DETECTOR_SHA256_KEY, SOURCES_KEY, SOURCES_SPLIT_MODE_KEY)
 
 
 class _IngestImage(beam.DoFn):
-  """Image id -> tf.Example (main output) and a status record for every id (tagged output)."""
+  """voc.SourcePhoto -> tf.Example (main output) and a status record for every photo (tagged
+  output)."""
 
-  def __init__(self, input_base: str, split: str, options: IngestOptions, plain_folder: bool):
-    self._input_base = input_base
+  def __init__(self, split: str, options: IngestOptions):
     self._split = split
     self._options = options
-    self._ingest = voc.ingest_photo if plain_folder else voc.ingest_image
     self._detector: Optional[voc.Detector] = None
     self._counters = {status: beam.metrics.Metrics.counter('voc_example_gen', status)
                       for status in (voc.KEPT, voc.REJECTED)}
@@ -48,12 +53,38 @@ class _IngestImage(beam.DoFn):
                                                self._options.detector_score,
                                                self._options.max_boxes, num_threads=1)
 
-  def process(self, image_id: str):
-    result = self._ingest(self._input_base, image_id, self._split, self._options, self._detector)
+  def process(self, photo: voc.SourcePhoto):
+    ingest = voc.ingest_photo if photo.plain else voc.ingest_image
+    result = ingest(photo.root, photo.local_id, self._split, self._options, self._detector)
+    if photo.source:
+      _namespace(result, photo)
     self._counters[result.status].inc()
     yield beam.pvalue.TaggedOutput(_STATUS_TAG, result.record())
     if result.example is not None:
       yield result.example
+
+
+def _namespace(result: voc.IngestResult, photo: voc.SourcePhoto) -> None:
+  """Names a result (and its example's image/source_id) by its source: `<source>/<id>`."""
+  result.image_id, result.source = photo.image_id, photo.source
+  if result.example is not None:
+    source_id = result.example.features.feature['image/source_id'].bytes_list.value
+    source_id[:] = [photo.image_id.encode('utf-8')]
+
+
+def _ingest(pipeline, split: str, photos: List[voc.SourcePhoto],
+            early: List[voc.IngestResult], options: IngestOptions) -> Dict[str, Any]:
+  """The photos of one split through _IngestImage; the early rejections join the status."""
+  outputs = (
+      pipeline
+      | 'ListIds' >> beam.Create(photos)
+      # Create keeps everything in one bundle; reshuffle so every worker decodes images.
+      | 'Distribute' >> beam.Reshuffle()
+      | 'Ingest' >> beam.ParDo(_IngestImage(split, options))
+      .with_outputs(_STATUS_TAG, main='examples'))
+  duplicates = pipeline | 'Duplicates' >> beam.Create([r.record() for r in early])
+  status = (outputs[_STATUS_TAG], duplicates) | 'AllStatus' >> beam.Flatten()
+  return {'examples': outputs.examples, 'status': status}
 
 
 class ReadVoc(beam.PTransform):
@@ -89,17 +120,26 @@ class ReadVoc(beam.PTransform):
               for i, detail in listed.duplicates]
     logging.info('VOC split %s: %d image ids from %s (%d rejected as duplicates)', self._split,
                  len(ids), self._split_pattern, len(early))
-    outputs = (
-        pipeline
-        | 'ListIds' >> beam.Create(ids)
-        # Create keeps everything in one bundle; reshuffle so every worker decodes images.
-        | 'Distribute' >> beam.Reshuffle()
-        | 'Ingest' >> beam.ParDo(_IngestImage(self._input_base, self._split, self._options,
-                                              plain_folder))
-        .with_outputs(_STATUS_TAG, main='examples'))
-    duplicates = pipeline | 'Duplicates' >> beam.Create([r.record() for r in early])
-    status = (outputs[_STATUS_TAG], duplicates) | 'AllStatus' >> beam.Flatten()
-    return {'examples': outputs.examples, 'status': status}
+    photos = [voc.SourcePhoto('', self._input_base, i, plain_folder) for i in ids]
+    return _ingest(pipeline, self._split, photos, early, self._options)
+
+
+class ReadSources(beam.PTransform):
+  """Reads one split of several sources (VOC or plain folders) as `voc.plan_sources` assigns
+  them: ids `<source>/<id>`; the same outputs as ReadVoc."""
+
+  def __init__(self, plan: voc.SourcePlan, split: str,
+               options: IngestOptions = voc.DEFAULT_OPTIONS):
+    super().__init__()
+    self._plan = plan
+    self._split = split
+    self._options = options
+
+  def expand(self, pipeline):
+    photos, early = self._plan.photos[self._split], self._plan.rejected[self._split]
+    logging.info('sources, split %s: %d photos (%d rejected before reading)', self._split,
+                 len(photos), len(early))
+    return _ingest(pipeline, self._split, photos, early, self._options)
 
 
 def _input_splits(exec_properties: Dict[str, Any]) -> List[example_gen_pb2.Input.Split]:
@@ -128,12 +168,16 @@ def claimed_ids(exec_properties: Dict[str, Any], split_pattern: str) -> Dict[str
   return claimed
 
 
-def pack_ingest_options(options: IngestOptions,
-                        detector_sha256: str = '') -> example_gen_pb2.CustomConfig:
-  """The options (and the detector's hash) as ExampleGen's CustomConfig (a Struct packed into
-  its Any)."""
+def pack_ingest_options(options: IngestOptions, detector_sha256: str = '',
+                        sources: Sequence[str] = (),
+                        split_mode: str = 'auto') -> example_gen_pb2.CustomConfig:
+  """The options (the detector's hash; several sources and their split mode) as ExampleGen's
+  CustomConfig (a Struct packed into its Any)."""
+  values = {**options.to_dict(), DETECTOR_SHA256_KEY: detector_sha256}
+  if sources:
+    values.update({SOURCES_KEY: list(sources), SOURCES_SPLIT_MODE_KEY: split_mode})
   struct = struct_pb2.Struct()
-  struct.update({**options.to_dict(), DETECTOR_SHA256_KEY: detector_sha256})
+  struct.update(values)
   config = example_gen_pb2.CustomConfig()
   config.custom_config.Pack(struct)
   return config
@@ -156,10 +200,17 @@ def ingest_options(exec_properties: Dict[str, Any]) -> IngestOptions:
   values = _packed_values(exec_properties)
   if not values:
     return voc.DEFAULT_OPTIONS
-  values.pop(DETECTOR_SHA256_KEY, None)
+  for key in _EXTRA_KEYS:
+    values.pop(key, None)
   # Struct stores numbers as doubles; the whole-number options come back as ints.
   return IngestOptions.from_dict({k: int(v) if isinstance(v, float) and v.is_integer() else v
                                   for k, v in values.items()})
+
+
+def packed_sources(exec_properties: Dict[str, Any]) -> Tuple[List[str], str]:
+  """(the folders of several sources, their split mode); ([], 'auto') for one source."""
+  values = _packed_values(exec_properties)
+  return list(values.get(SOURCES_KEY, [])), values.get(SOURCES_SPLIT_MODE_KEY, 'auto')
 
 
 @beam.ptransform_fn
@@ -169,9 +220,13 @@ def _VocToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                   split_pattern: str) -> beam.pvalue.PCollection:
   """The ExampleGen hook: examples of one input split; status records go to the report folder."""
   split = _split_name(exec_properties, split_pattern)
-  result = pipeline | 'ReadVoc' >> ReadVoc(
-      exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern, split,
-      ingest_options(exec_properties), claimed_ids(exec_properties, split_pattern))
+  if split_pattern.startswith(voc.SOURCES_PATTERN):
+    result = pipeline | 'ReadSources' >> ReadSources(
+        exec_properties[_PLAN_KEY], split, ingest_options(exec_properties))
+  else:
+    result = pipeline | 'ReadVoc' >> ReadVoc(
+        exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern, split,
+        ingest_options(exec_properties), claimed_ids(exec_properties, split_pattern))
   records_dir = exec_properties.get(_RECORDS_DIR_KEY)
   if records_dir:
     _ = (result['status']
@@ -192,7 +247,11 @@ class Executor(BaseExampleGenExecutor):
     examples = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.EXAMPLES_KEY])
     records_dir = os.path.join(examples.uri, _RECORDS_DIR)
-    super().Do(input_dict, output_dict, {**exec_properties, _RECORDS_DIR_KEY: records_dir})
+    sources, split_mode = packed_sources(exec_properties)
+    # Several sources: one plan for both splits, made as this run starts.
+    plan = voc.plan_sources(sources, split_mode) if sources else None
+    super().Do(input_dict, output_dict,
+               {**exec_properties, _RECORDS_DIR_KEY: records_dir, _PLAN_KEY: plan})
 
     records = []
     for path in tf.io.gfile.glob(os.path.join(records_dir, '*.jsonl')):
@@ -205,6 +264,8 @@ class Executor(BaseExampleGenExecutor):
       examples.set_int_custom_property(f'ingest_{key}', summary[key])
     for source, count in summary['boxes_by_source'].items():
       examples.set_int_custom_property(f'ingest_boxes_{source}', count)
+    if sources:
+      examples.set_string_custom_property('ingest_sources', json.dumps(sources))
     options = ingest_options(exec_properties)
     if options.detector:  # what boxed the photos, for lineage
       examples.set_string_custom_property('ingest_detector', options.detector)

@@ -18,15 +18,19 @@ REPORT_FILE = 'ingest_report.json'
 
 
 def summarize(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
-  """Folds status records into the report: totals, per split, rejections by reason, notes."""
+  """Folds status records into the report: totals, per split (and per source), boxes by where
+  they came from, rejections by reason, notes."""
   records = sorted(records, key=lambda r: (r['split'], r['image_id']))
   per_split: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
   reasons = collections.Counter()
   by_source = collections.Counter({source: 0 for source in voc.BOX_SOURCES})
+  per_input: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
   for r in records:
-    per_split[r['split']]['total'] += 1
-    per_split[r['split']][r['status']] += 1
-    per_split[r['split']]['boxes'] += r['num_boxes']
+    groups = [per_split[r['split']]] + ([per_input[r['source']]] if r.get('source') else [])
+    for counts in groups:
+      counts['total'] += 1
+      counts[r['status']] += 1
+      counts['boxes'] += r['num_boxes']
     if r.get('box_source'):
       by_source[r['box_source']] += r['num_boxes']
     if r['status'] == voc.REJECTED:
@@ -34,14 +38,19 @@ def summarize(records: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
   totals = collections.Counter()
   for counts in per_split.values():
     totals.update(counts)
+
+  def count(groups):
+    return {name: {k: counts[k] for k in ('total', voc.KEPT, voc.REJECTED, 'boxes')}
+            for name, counts in sorted(groups.items())}
+
   return {
       'total': totals['total'],
       'kept': totals[voc.KEPT],
       'rejected': totals[voc.REJECTED],
       'boxes': totals['boxes'],
       'boxes_by_source': dict(by_source),
-      'splits': {name: {k: counts[k] for k in ('total', voc.KEPT, voc.REJECTED, 'boxes')}
-                 for name, counts in sorted(per_split.items())},
+      'splits': count(per_split),
+      'sources': count(per_input),  # with several sources only
       'rejected_by_reason': dict(reasons.most_common()),
       'rejections': [{k: r[k] for k in ('split', 'image_id', 'reason', 'detail')}
                      for r in records if r['status'] == voc.REJECTED],
@@ -58,6 +67,9 @@ def format_summary(report: Dict[str, Any]) -> str:
            f"{report['total']} images ({report['boxes']} boxes{': ' + sources if sources else ''})"]
   for name, counts in report['splits'].items():
     lines.append(f"  {name:>6}: {counts['kept']} kept, {counts['rejected']} rejected, "
+                 f"{counts['boxes']} boxes")
+  for name, counts in report.get('sources', {}).items():
+    lines.append(f"  source {name}: {counts['kept']} kept, {counts['rejected']} rejected, "
                  f"{counts['boxes']} boxes")
   for rejection in report['rejections'][:20]:
     lines.append(f"  rejected {rejection['split']}/{rejection['image_id']}: "

@@ -16,10 +16,15 @@ recorded as notes. Policy, in short:
 Plain photo folders (no JPEGImages/): every image in the tree, its id the path relative to the
 folder (`trips/2019/beach.jpg`), which is unique and stable, so the hash split keeps each photo in
 its split as the folder grows.
+
+Several sources at once (`plan_sources`): ids are namespaced by source (`<source>/<id>`), each
+source keeps its own lists (or is hash-split), and a photo whose bytes another source already
+holds is reported and kept once.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
 import posixpath
@@ -51,6 +56,8 @@ FROM_DETECTOR = 'detector'
 BOX_SOURCES: Tuple[str, ...] = (FROM_ANNOTATION, FROM_DETECTOR)
 # The input split pattern that means "a plain photo folder: every image in the tree".
 PLAIN_PATTERN = '**'
+# Input split patterns `sources:train` and `sources:val`: that split of several sources.
+SOURCES_PATTERN = 'sources:'
 # Image bytes -> [N, 4] normalised boxes (components/detectors.py).
 Detector = Callable[[bytes], np.ndarray]
 
@@ -69,6 +76,8 @@ GRAYSCALE_IMAGE = 'grayscale_image'
 DUPLICATE_ACROSS_SPLITS = 'duplicate_across_splits'
 # Another file in JPEGImages/ has the same stem (x.jpg and x.png): one id, one image.
 DUPLICATE_IMAGE_ID = 'duplicate_image_id'
+# The same bytes in an earlier source (or earlier in this one): kept there only.
+DUPLICATE_PHOTO = 'duplicate_photo'
 
 
 # Validation limits when none are given (the defaults of PipelineConfig).
@@ -86,6 +95,7 @@ class IngestResult:
   notes: List[str] = dataclasses.field(default_factory=list)
   num_boxes: int = 0
   box_source: Optional[str] = None  # one of BOX_SOURCES for a kept image
+  source: Optional[str] = None  # its source's name, when several sources are read together
   example: Optional[tf.train.Example] = None
 
   def record(self) -> Dict[str, Any]:
@@ -181,9 +191,10 @@ def _extension_rank(path: str) -> int:
   return order.index(extension) if extension in order else len(order)
 
 
-def rejection(image_id: str, split: str, reason: str, detail: str) -> 'IngestResult':
+def rejection(image_id: str, split: str, reason: str, detail: str,
+              source: Optional[str] = None) -> 'IngestResult':
   """A rejection decided before the image is read (e.g. an id that another split holds)."""
-  return IngestResult(image_id, split, REJECTED, reason, detail)
+  return IngestResult(image_id, split, REJECTED, reason, detail, source=source)
 
 
 def _find_image(input_base: str, image_id: str) -> str:
@@ -404,3 +415,131 @@ def ingest_image(input_base: str, image_id: str, split: str,
   except _Reject as rejection:
     return IngestResult(image_id, split, REJECTED, rejection.reason, rejection.detail, notes)
   return _kept(image_id, image_path, split, (jpeg, width, height), boxes, FROM_ANNOTATION, notes)
+
+
+# --- several sources -------------------------------------------------------------------------------
+
+LIST_DIR = 'ImageSets/Main'
+SPLITS: Tuple[str, ...] = ('train', 'val')
+# Hash split of the sources without lists: this many buckets of 10 go to train, the rest to val.
+TRAIN_BUCKETS = 9
+
+
+@dataclasses.dataclass(frozen=True)
+class SourcePhoto:
+  """One input photo: its source's name ('' when only one source is read: ids stay as they
+  are), folder and kind, and its id inside the source (a VOC image id, or a plain folder's
+  relative path)."""
+  source: str
+  root: str
+  local_id: str
+  plain: bool
+
+  @property
+  def image_id(self) -> str:
+    return f'{self.source}/{self.local_id}' if self.source else self.local_id
+
+  def path(self) -> Optional[str]:
+    """The image file, or None for a VOC id without one (ingesting it says so)."""
+    if self.plain:
+      return posixpath.join(self.root, self.local_id)
+    try:
+      return _find_image(self.root, self.local_id)
+    except _Reject:
+      return None
+
+
+@dataclasses.dataclass
+class SourcePlan:
+  """What each split reads from all sources, and the inputs rejected before reading."""
+  photos: Dict[str, List[SourcePhoto]]
+  rejected: Dict[str, List[IngestResult]]
+
+
+def source_names(roots: Sequence[str]) -> List[str]:
+  """Each source's name: its folder's name, `-2`, `-3`... when two folders share one."""
+  names, seen = [], {}
+  for root in roots:
+    base = posixpath.basename(root.rstrip('/')) or 'source'
+    seen[base] = seen.get(base, 0) + 1
+    names.append(base if seen[base] == 1 else f'{base}-{seen[base]}')
+  return names
+
+
+def has_lists(root: str) -> bool:
+  return all(tf.io.gfile.exists(posixpath.join(root, LIST_DIR, f'{s}.txt')) for s in SPLITS)
+
+
+def hash_split(image_id: str) -> str:
+  """'train' or 'val' from the id alone: stable as a folder grows, the same on every machine."""
+  bucket = int(hashlib.sha256(image_id.encode('utf-8')).hexdigest(), 16) % 10
+  return 'train' if bucket < TRAIN_BUCKETS else 'val'
+
+
+def plan_sources(roots: Sequence[str], split_mode: str = 'auto') -> SourcePlan:
+  """Every photo of every source, in its split: a VOC source with ImageSets lists by its lists
+  (split_mode 'auto' or 'lists'), every other source by `hash_split` of its namespaced id; ids
+  listed twice, two files with one id and photos with the same bytes as an earlier one are
+  rejected here, with the photo they repeat."""
+  photos: Dict[str, List[SourcePhoto]] = {s: [] for s in SPLITS}
+  rejected: Dict[str, List[IngestResult]] = {s: [] for s in SPLITS}
+  for name, root in zip(source_names(roots), roots):
+    plain = not is_voc_folder(root)
+    if split_mode == 'lists' and (plain or not has_lists(root)):
+      raise ValueError(f'split_mode=lists: source {root} has no {LIST_DIR}/train.txt and val.txt')
+    if not plain and split_mode != 'hash' and has_lists(root):
+      claimed: Dict[str, str] = {}
+      for split in SPLITS:
+        listed = list_split_ids(root, f'{LIST_DIR}/{split}.txt')
+        for local_id in listed.ids:
+          photo = SourcePhoto(name, root, local_id, plain)
+          if local_id in claimed:
+            rejected[split].append(rejection(photo.image_id, split, DUPLICATE_ACROSS_SPLITS,
+                                             f'also listed in {claimed[local_id]}; kept there',
+                                             name))
+          else:
+            claimed[local_id] = f'{name}/{LIST_DIR}/{split}.txt'
+            photos[split].append(photo)
+      continue
+    if plain:
+      listed = SplitIds(list_photos(root), [])
+    else:
+      listed = list_split_ids(root, 'JPEGImages/*')
+    for local_id in listed.ids:
+      photo = SourcePhoto(name, root, local_id, plain)
+      photos[hash_split(photo.image_id)].append(photo)
+    for local_id, detail in listed.duplicates:
+      image_id = SourcePhoto(name, root, local_id, plain).image_id
+      split = hash_split(image_id)
+      rejected[split].append(rejection(image_id, split, DUPLICATE_IMAGE_ID, detail, name))
+  _drop_repeated_bytes(photos, rejected)
+  return SourcePlan(photos, rejected)
+
+
+def _drop_repeated_bytes(photos: Dict[str, List[SourcePhoto]],
+                         rejected: Dict[str, List[IngestResult]]) -> None:
+  """Keeps the first of photos with equal bytes (sources in the order given, train before val).
+  Only files of equal size are read and hashed."""
+  ordered = [(split, photo, photo.path()) for split in SPLITS for photo in photos[split]]
+  by_size: Dict[int, List[int]] = {}
+  for index, (_, _, path) in enumerate(ordered):
+    if path is not None:
+      by_size.setdefault(tf.io.gfile.stat(path).length, []).append(index)
+  first_with: Dict[str, SourcePhoto] = {}
+  repeated = set()
+  for indices in by_size.values():
+    if len(indices) < 2:
+      continue
+    for index in indices:
+      split, photo, path = ordered[index]
+      with tf.io.gfile.GFile(path, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+      if digest in first_with:
+        repeated.add(index)
+        rejected[split].append(rejection(
+            photo.image_id, split, DUPLICATE_PHOTO,
+            f'the same bytes as {first_with[digest].image_id}; kept there only', photo.source))
+      else:
+        first_with[digest] = photo
+  for split in SPLITS:
+    photos[split] = [p for i, (s, p, _) in enumerate(ordered) if s == split and i not in repeated]

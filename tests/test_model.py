@@ -107,14 +107,18 @@ def test_padding_slots_take_nothing_however_low_the_real_logits(one_image):
   assert np.abs(inside).max() > 1e-3  # the real box still mixes, at equal logits half-half
 
 
+def _first_fusion_point(full, fusion, gray, inputs):
+  """(the fusion layer at conv1_2, the full and instance features that reach it)."""
+  instance_feature = fusion.instance.blocks['conv1_2'](
+      tf.reshape(inputs[features.INSTANCE_GRAY], [-1, 32, 32, 1]))
+  return fusion.fusion_layers['conv1_2'], full.blocks['conv1_2'](gray), instance_feature
+
+
 def test_box_over_whole_image_mixes_both_streams(nets):
   config, full, _, fusion = nets
   gray = _gray_batch(config.image_size)
   inputs = _fusion_inputs(gray, [[0, 0, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]] * 2, [1, 0, 0] * 2, 3)
-  layer = fusion.fusion_layers['conv1_2']
-  full_feature = full.blocks['conv1_2'](gray)
-  instance_feature = fusion.instance.blocks['conv1_2'](
-      tf.reshape(inputs[features.INSTANCE_GRAY], [-1, 32, 32, 1]))
+  layer, full_feature, instance_feature = _first_fusion_point(full, fusion, gray, inputs)
   weights, _ = layer.mixing_weights([full_feature, instance_feature, inputs[features.BOXES],
                                      inputs[features.BOX_MASK]])
   weights = weights.numpy()[..., 0]  # [B, K+1, h, w]
@@ -129,10 +133,7 @@ def test_box_only_changes_its_region_at_the_first_fusion_point(nets):
   gray = _gray_batch(config.image_size)
   inputs = _fusion_inputs(gray, [[0.5, 0.5, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]] * 2,
                           [1, 0, 0] * 2, 3)
-  layer = fusion.fusion_layers['conv1_2']
-  full_feature = full.blocks['conv1_2'](gray)
-  instance_feature = fusion.instance.blocks['conv1_2'](
-      tf.reshape(inputs[features.INSTANCE_GRAY], [-1, 32, 32, 1]))
+  layer, full_feature, instance_feature = _first_fusion_point(full, fusion, gray, inputs)
   fused = layer([full_feature, instance_feature, inputs[features.BOXES],
                  inputs[features.BOX_MASK]]).numpy()
   np.testing.assert_array_equal(fused[:, :16], full_feature.numpy()[:, :16])  # above the box
@@ -148,10 +149,7 @@ def test_one_image_mix_is_the_batched_mix(nets):
   inputs = _fusion_inputs(gray, [[0.1, 0.2, 0.7, 0.9], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.5, 0.5],
                                  [0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.6, 0.4], [0, 0, 0, 0]],
                           [1, 1, 0, 1, 1, 0], 3)
-  layer = fusion.fusion_layers['conv1_2']
-  full_feature = full.blocks['conv1_2'](gray)
-  instance_feature = fusion.instance.blocks['conv1_2'](
-      tf.reshape(inputs[features.INSTANCE_GRAY], [-1, 32, 32, 1]))
+  layer, full_feature, instance_feature = _first_fusion_point(full, fusion, gray, inputs)
   batched = layer([full_feature, instance_feature, inputs[features.BOXES],
                    inputs[features.BOX_MASK]]).numpy()
   assert np.abs(batched - full_feature.numpy()).max() > 1e-3  # the boxes do mix

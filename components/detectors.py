@@ -2,7 +2,8 @@
 handle / SavedModel with the TF Object Detection API outputs.
 
 Each is a callable: image bytes -> [N, 4] normalised (ymin, xmin, ymax, xmax) boxes, best first,
-at most `max_detections`, each scoring at least `score_threshold`. `load_detector` picks the kind
+at most `max_detections`, each scoring at least `score_threshold`; `detect_image` does the same
+for a photo already decoded (ExampleGen decodes each photo once). `load_detector` picks the kind
 from the handle.
 """
 from __future__ import annotations
@@ -10,14 +11,21 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from typing import Callable, Dict
+from typing import Dict, Protocol
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
 Boxes = np.ndarray  # [N, 4] normalised (ymin, xmin, ymax, xmax)
-Detector = Callable[[bytes], Boxes]
+class Detector(Protocol):
+  """What HubDetector and TFLiteDetector are."""
+
+  def __call__(self, image_bytes: bytes) -> Boxes:
+    ...
+
+  def detect_image(self, image: Image.Image) -> Boxes:
+    ...
 
 
 def _best(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
@@ -39,7 +47,13 @@ class HubDetector:
     self.max_detections = max_detections
 
   def __call__(self, image_bytes: bytes) -> Boxes:
-    pixels = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    return self._detect(tf.io.decode_image(image_bytes, channels=3, expand_animations=False))
+
+  def detect_image(self, image: Image.Image) -> Boxes:
+    """The same for a decoded RGB photo."""
+    return self._detect(tf.constant(np.asarray(image, np.uint8)))
+
+  def _detect(self, pixels: tf.Tensor) -> Boxes:
     outputs = self._detector(pixels[tf.newaxis])
     return _best(np.asarray(outputs['detection_boxes'])[0],
                  np.asarray(outputs['detection_scores'])[0], self.score_threshold,
@@ -87,15 +101,18 @@ class TFLiteDetector:
                      f'signature with detection_boxes and detection_scores; outputs: '
                      f'{sorted(by_name)})')
 
-  def _pixels(self, image_bytes: bytes) -> np.ndarray:
-    image = Image.open(io.BytesIO(image_bytes)).convert('RGB')
+  def _pixels(self, image: Image.Image) -> np.ndarray:
     resized = np.asarray(image.resize((self.width, self.height), Image.BILINEAR))
     if self._input['dtype'] == np.uint8:
       return resized[None]
     return (resized[None].astype(np.float32) - 127.5) / 127.5
 
   def __call__(self, image_bytes: bytes) -> Boxes:
-    self._interpreter.set_tensor(self._input['index'], self._pixels(image_bytes))
+    return self.detect_image(Image.open(io.BytesIO(image_bytes)).convert('RGB'))
+
+  def detect_image(self, image: Image.Image) -> Boxes:
+    """The same for a decoded RGB photo."""
+    self._interpreter.set_tensor(self._input['index'], self._pixels(image))
     self._interpreter.invoke()
     boxes = self._interpreter.get_tensor(self._outputs['boxes'])[0]
     scores = self._interpreter.get_tensor(self._outputs['scores'])[0]

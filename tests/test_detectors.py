@@ -79,3 +79,16 @@ def test_threshold_and_count_limit_the_boxes():
   confident = detectors.load_detector(SSD_FILE, score_threshold=0.5)(photo)
   assert 0 < len(confident) < 10
   np.testing.assert_array_equal(confident, everything[:len(confident)])  # best first
+
+
+def test_a_decoded_photo_gives_the_same_boxes_as_its_bytes(ssd):
+  """ExampleGen hands the detector the photo it has decoded already (detect_image)."""
+  import io
+
+  from PIL import Image
+
+  photo = _read(SAMPLE, 'astronaut')
+  boxes = ssd(photo)
+  assert len(boxes) >= 1
+  np.testing.assert_array_equal(ssd.detect_image(Image.open(io.BytesIO(photo)).convert('RGB')),
+                                boxes)

@@ -41,7 +41,7 @@ class _IngestImage(beam.DoFn):
   def __init__(self, split: str, options: IngestOptions):
     self._split = split
     self._options = options
-    self._detector: Optional[voc.Detector] = None
+    self._detector: Optional[detectors.Detector] = None
     self._counters = {status: beam.metrics.Metrics.counter('voc_example_gen', status)
                       for status in (voc.KEPT, voc.REJECTED)}
 

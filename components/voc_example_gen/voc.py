@@ -29,7 +29,7 @@ import io
 import os
 import posixpath
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import defusedxml
 import defusedxml.ElementTree as safe_xml
@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from components.detectors import Detector
 from trainer.config import IngestOptions, PipelineConfig
 
 # The 20 PASCAL VOC classes; labels 1..20 as in the TF Object Detection API's pascal_label_map.
@@ -58,8 +59,6 @@ BOX_SOURCES: Tuple[str, ...] = (FROM_ANNOTATION, FROM_DETECTOR)
 PLAIN_PATTERN = '**'
 # Input split patterns `sources:train` and `sources:val`: that split of several sources.
 SOURCES_PATTERN = 'sources:'
-# Image bytes -> [N, 4] normalised boxes (components/detectors.py).
-Detector = Callable[[bytes], np.ndarray]
 
 # Rejection reasons (the report groups by these codes; `detail` says what exactly was wrong).
 MISSING_IMAGE = 'missing_image'
@@ -275,9 +274,18 @@ def _parse_boxes(root, width: int, height: int, notes: List[str]) -> List[_Box]:
   return boxes
 
 
-def _load_image(image_bytes: bytes, options: IngestOptions,
-                notes: List[str]) -> Tuple[bytes, int, int]:
-  """Validates and, where needed, converts the image; returns (jpeg bytes, width, height)."""
+@dataclasses.dataclass
+class _Loaded:
+  """A validated image: the JPEG bytes to store, its size, and its decoded RGB pixels (for the
+  detector: a photo is decoded once)."""
+  jpeg: bytes
+  width: int
+  height: int
+  rgb: Image.Image
+
+
+def _load_image(image_bytes: bytes, options: IngestOptions, notes: List[str]) -> _Loaded:
+  """Validates and, where needed, converts the image."""
   try:
     with warnings.catch_warnings():
       warnings.simplefilter('error', Image.DecompressionBombWarning)
@@ -302,11 +310,11 @@ def _load_image(image_bytes: bytes, options: IngestOptions,
   if image.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F') or spread <= options.grayscale_tolerance:
     raise _Reject(GRAYSCALE_IMAGE, f'{image.format} image (mode {image.mode}) has no colour')
   if image.format == 'JPEG' and image.mode == 'RGB':
-    return image_bytes, width, height
+    return _Loaded(image_bytes, width, height, rgb)
   buffer = io.BytesIO()
   rgb.save(buffer, format='JPEG', quality=options.jpeg_quality)
   notes.append(f'converted {image.format} {image.mode} to RGB JPEG (quality {options.jpeg_quality})')
-  return buffer.getvalue(), width, height
+  return _Loaded(buffer.getvalue(), width, height, rgb)
 
 
 def _bytes_feature(values: Sequence[bytes]) -> tf.train.Feature:
@@ -344,15 +352,16 @@ def _make_example(image_id: str, filename: str, jpeg: bytes, width: int, height:
   return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def _detected_boxes(detector: Detector, jpeg: bytes) -> List[_Box]:
-  """The detector's boxes, class unknown (label 0)."""
-  return [_Box(*map(float, box), name='', difficult=0, truncated=0) for box in detector(jpeg)
-          if box[2] > box[0] and box[3] > box[1]]
+def _detected_boxes(detector: Detector, image: _Loaded) -> List[_Box]:
+  """The detector's boxes on the decoded photo, class unknown (label 0)."""
+  return [_Box(*map(float, box), name='', difficult=0, truncated=0)
+          for box in detector.detect_image(image.rgb) if box[2] > box[0] and box[3] > box[1]]
 
 
-def _kept(image_id: str, path: str, split: str, image: Tuple[bytes, int, int], boxes: List[_Box],
+def _kept(image_id: str, path: str, split: str, image: _Loaded, boxes: List[_Box],
           box_source: Optional[str], notes: List[str]) -> IngestResult:
-  example = _make_example(image_id, posixpath.basename(path), *image, boxes)
+  example = _make_example(image_id, posixpath.basename(path), image.jpeg, image.width,
+                          image.height, boxes)
   return IngestResult(image_id, split, KEPT, notes=notes, num_boxes=len(boxes),
                       box_source=box_source, example=example)
 
@@ -375,7 +384,7 @@ def ingest_photo(input_base: str, relative_path: str, split: str,
         _read_capped(path, options.max_file_bytes, IMAGE_TOO_LARGE, 'image file'), options, notes)
   except _Reject as rejection:
     return IngestResult(relative_path, split, REJECTED, rejection.reason, rejection.detail, notes)
-  boxes = _detected_boxes(detector, image[0]) if detector else []
+  boxes = _detected_boxes(detector, image) if detector else []
   return _kept(relative_path, path, split, image, boxes, FROM_DETECTOR if detector else None,
                notes)
 
@@ -398,23 +407,23 @@ def ingest_image(input_base: str, image_id: str, split: str,
           _read_capped(image_path, options.max_file_bytes, IMAGE_TOO_LARGE, 'image file'),
           options, notes)
       notes.append(f'no Annotations/{image_id}.xml: boxed by the detector')
-      return _kept(image_id, image_path, split, image, _detected_boxes(detector, image[0]),
+      return _kept(image_id, image_path, split, image, _detected_boxes(detector, image),
                    FROM_DETECTOR, notes)
     root = _parse_annotation(_read_capped(xml_path, options.max_annotation_bytes,
                                           MALFORMED_ANNOTATION, 'annotation'))
     _check_filename(root, image_path, notes)
-    jpeg, width, height = _load_image(
+    image = _load_image(
         _read_capped(image_path, options.max_file_bytes, IMAGE_TOO_LARGE, 'image file'),
         options, notes)
     size = root.find('size')
-    if size is not None and (_text(size, 'width'), _text(size, 'height')) != (str(width),
-                                                                                str(height)):
+    if size is not None and (_text(size, 'width'), _text(size, 'height')) != (str(image.width),
+                                                                                str(image.height)):
       notes.append(f'<size> says {_text(size, "width")}x{_text(size, "height")}, image is '
-                   f'{width}x{height}; boxes normalised by the real size')
-    boxes = _parse_boxes(root, width, height, notes)
+                   f'{image.width}x{image.height}; boxes normalised by the real size')
+    boxes = _parse_boxes(root, image.width, image.height, notes)
   except _Reject as rejection:
     return IngestResult(image_id, split, REJECTED, rejection.reason, rejection.detail, notes)
-  return _kept(image_id, image_path, split, (jpeg, width, height), boxes, FROM_ANNOTATION, notes)
+  return _kept(image_id, image_path, split, image, boxes, FROM_ANNOTATION, notes)
 
 
 # --- several sources -------------------------------------------------------------------------------

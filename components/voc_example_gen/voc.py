@@ -75,7 +75,7 @@ GRAYSCALE_IMAGE = 'grayscale_image'
 DUPLICATE_ACROSS_SPLITS = 'duplicate_across_splits'
 # Another file in JPEGImages/ has the same stem (x.jpg and x.png): one id, one image.
 DUPLICATE_IMAGE_ID = 'duplicate_image_id'
-# The same bytes in an earlier source (or earlier in this one): kept there only.
+# The same bytes as another photo of the sources (see _drop_repeated_bytes): kept there only.
 DUPLICATE_PHOTO = 'duplicate_photo'
 
 
@@ -488,15 +488,16 @@ def hash_split(image_id: str) -> str:
 def plan_sources(roots: Sequence[str], split_mode: str = 'auto') -> SourcePlan:
   """Every photo of every source, in its split: a VOC source with ImageSets lists by its lists
   (split_mode 'auto' or 'lists'), every other source by `hash_split` of its namespaced id; ids
-  listed twice, two files with one id and photos with the same bytes as an earlier one are
+  listed twice, two files with one id and photos with the same bytes as another one are
   rejected here, with the photo they repeat."""
   photos: Dict[str, List[SourcePhoto]] = {s: [] for s in SPLITS}
   rejected: Dict[str, List[IngestResult]] = {s: [] for s in SPLITS}
   for name, root in zip(source_names(roots), roots):
     plain = not is_voc_folder(root)
-    if split_mode == 'lists' and (plain or not has_lists(root)):
+    lists = not plain and has_lists(root)
+    if split_mode == 'lists' and not lists:
       raise ValueError(f'split_mode=lists: source {root} has no {LIST_DIR}/train.txt and val.txt')
-    if not plain and split_mode != 'hash' and has_lists(root):
+    if lists and split_mode != 'hash':
       claimed: Dict[str, str] = {}
       for split in SPLITS:
         listed = list_split_ids(root, f'{LIST_DIR}/{split}.txt')
@@ -527,8 +528,8 @@ def plan_sources(roots: Sequence[str], split_mode: str = 'auto') -> SourcePlan:
 
 def _drop_repeated_bytes(photos: Dict[str, List[SourcePhoto]],
                          rejected: Dict[str, List[IngestResult]]) -> None:
-  """Keeps the first of photos with equal bytes (sources in the order given, train before val).
-  Only files of equal size are read and hashed."""
+  """Keeps the first of photos with equal bytes: a train photo before a val one, then sources in
+  the order given. Only files of equal size are read and hashed."""
   ordered = [(split, photo, photo.path()) for split in SPLITS for photo in photos[split]]
   by_size: Dict[int, List[int]] = {}
   for index, (_, _, path) in enumerate(ordered):

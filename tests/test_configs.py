@@ -51,7 +51,7 @@ def test_fusion_points_only_reach_the_fusion_stage():
     TrainerOptions(stage='full', net=config.net_config(), schedule=config.full,
                    fusion_points=('conv1_2',), flip_augmentation=False, min_crop_scale=1.0,
                    color_rebalance=0.0, backbone_init='none', freeze_backbone_epochs=0,
-                   init_model='')
+                   init_model='', distribution='auto', worker_timeout=300)
 
 
 def test_crops_reach_transform_and_stages_1_2_only():
@@ -102,6 +102,9 @@ def test_overrides_are_checked():
     ('full.epochs', 0, 'full.epochs must be >= 1'),
     ('fusion.learning_rate', -1e-4, 'fusion.learning_rate must be > 0'),
     ('instance.steps', 5, 'instance: unknown schedule fields'),
+    ('distribution', 'tpu', r"distribution must be one of \['auto', 'mirrored', 'multi_worker', "
+                            r"'one_device'\]"),
+    ('worker_timeout', 2, 'worker_timeout must be >= 5'),
 ])
 def test_bad_values_name_the_field_and_what_is_allowed(field, value, message):
   with pytest.raises(ConfigError, match=message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Dict, Optional
 
 import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
@@ -53,18 +54,26 @@ def print_summary(pipeline_root: str) -> None:
       continue
     model_uri = outputs['model'][0].uri
     weights_dir = os.path.join(model_uri, names.WEIGHTS_DIR)
-    history_path = os.path.join(weights_dir, names.HISTORY_FILE)
-    losses = ''
-    if tf.io.gfile.exists(history_path):
-      with tf.io.gfile.GFile(history_path) as f:
-        history = json.load(f)
-      losses = ', '.join(f'{k} {v[-1]:.4f}' for k, v in history.items())
+    history = _read_json(os.path.join(weights_dir, names.HISTORY_FILE))
+    losses = ', '.join(f'{k} {v[-1]:.4f}' for k, v in (history or {}).items())
+    training = _read_json(os.path.join(weights_dir, names.TRAINING_FILE))
+    trained = (f"\n  trained on:    {training['strategy']}, batch {training['global_batch']} "
+               f"({training['per_replica_batch']} per replica), {training['precision']}"
+               if training else '')
     print(f'{trainer}: {model_uri}  ({losses})\n'
           f'  serving model: {path_utils.serving_model_path(model_uri)}\n'
           f'  weights:       {weights_dir}\n'
-          f'  TensorBoard:   {outputs["model_run"][0].uri}')
+          f'  TensorBoard:   {outputs["model_run"][0].uri}{trained}')
   print_evaluation(store)
   print_cache_report(store)
+
+
+def _read_json(path: str) -> Optional[Dict]:
+  """A JSON file's content, None where a model from an older version did not write it."""
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
 
 
 def print_evaluation(store) -> None:

@@ -153,6 +153,9 @@ PRECISIONS: Tuple[str, ...] = ('float32', 'mixed_bfloat16', 'mixed_float16', 'au
 # classes (Zhang et al. 2016) decoded by the annealed mean.
 HUBER, CLASSIFICATION = 'huber', 'classification'
 OBJECTIVES: Tuple[str, ...] = (HUBER, CLASSIFICATION)
+# How the Trainers spread over devices and machines (trainer/distribute.py): 'auto' (every local
+# GPU, or the TF_CONFIG cluster of a training job), 'mirrored', 'multi_worker', 'one_device'.
+DISTRIBUTIONS: Tuple[str, ...] = ('auto', 'mirrored', 'multi_worker', 'one_device')
 
 # field name -> rule(value, name) returning the normalised value. The only place rules live.
 _RULES: Dict[str, Callable[[Any, str], Any]] = {
@@ -168,6 +171,8 @@ _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'freeze_backbone_epochs': lambda v, n: _integer(v, n, minimum=0),
     'init_model': _init_model,
     'precision': lambda v, n: _choice(v, n, PRECISIONS),
+    'distribution': lambda v, n: _choice(v, n, DISTRIBUTIONS),
+    'worker_timeout': lambda v, n: _integer(v, n, minimum=5),
     'objective': lambda v, n: _choice(v, n, OBJECTIVES),
     'annealed_temperature': lambda v, n: _number(v, n, positive=True, maximum=1.0),
     'width': lambda v, n: _number(v, n, positive=True),
@@ -228,6 +233,11 @@ class PipelineConfig:
   # Fine-tuning: every stage starts from the nets of this model (a pushed serving model or a
   # Trainer's Model artifact, of the same architecture) instead of backbone_init or scratch.
   init_model: str = ''
+  # tf.distribute (trainer/distribute.py). Each stage's batch_size is per replica; the learning
+  # rate is not rescaled with the replicas (README). A multi-worker stage fails, rather than
+  # waits, when a worker has not come up or stops answering within `worker_timeout` seconds.
+  distribution: str = 'auto'
+  worker_timeout: int = 300
   # VocExampleGen: splits and validation limits.
   split_mode: str = 'auto'  # 'auto' | 'lists' (ImageSets/Main) | 'hash' (on image/source_id)
   max_image_pixels: int = 40_000_000
@@ -326,7 +336,8 @@ class PipelineConfig:
                           # Only stage 1 starts from them; later stages start from stage 1.
                           backbone_init=self.backbone_init if first else BACKBONE_NONE,
                           freeze_backbone_epochs=self.freeze_backbone_epochs if first else 0,
-                          init_model=self.init_model)
+                          init_model=self.init_model, distribution=self.distribution,
+                          worker_timeout=self.worker_timeout)
 
 
 # --- views ----------------------------------------------------------------------------------------
@@ -400,7 +411,8 @@ class ImageLayout(Protocol):
 class TrainerOptions(_View):
   """One Trainer's custom_config: its stage, the nets, its schedule, the fusion points (stage 3),
   the training views (mirroring; crops, stages 1-2), the loss's colour rebalancing, the
-  encoder's initial weights (stage 1) and the model every stage starts from (fine-tuning)."""
+  encoder's initial weights (stage 1), the model every stage starts from (fine-tuning) and how
+  it spreads over devices and machines."""
   stage: str
   net: NetConfig
   schedule: StageConfig
@@ -411,6 +423,8 @@ class TrainerOptions(_View):
   backbone_init: str
   freeze_backbone_epochs: int
   init_model: str
+  distribution: str
+  worker_timeout: int
 
   def __post_init__(self):
     _choice(self.stage, 'stage', names.STAGES)
@@ -424,7 +438,8 @@ class TrainerOptions(_View):
     else:
       object.__setattr__(self, 'fusion_points', ())
     _flag(self.flip_augmentation, 'flip_augmentation')
-    for field in ('min_crop_scale', 'color_rebalance', 'backbone_init', 'freeze_backbone_epochs'):
+    for field in ('min_crop_scale', 'color_rebalance', 'backbone_init', 'freeze_backbone_epochs',
+                  'distribution', 'worker_timeout'):
       object.__setattr__(self, field, _RULES[field](getattr(self, field), field))
     if self.stage != names.FULL and (self.backbone_init != BACKBONE_NONE
                                      or self.freeze_backbone_epochs):

@@ -101,13 +101,14 @@ def random_view_crop(view: tf.Tensor, min_scale: float, net: NetConfig):
 
 def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, net: NetConfig,
                  batch_size: int, training: bool, seed: int = 0,
-                 flip_augmentation: bool = False,
+                 shard: Tuple[int, int] = (1, 0), flip_augmentation: bool = False,
                  min_crop_scale: float = 1.0) -> tf.data.Dataset:
   """(inputs, target) batches for `stage`.
 
   full: gray -> target of whole frames. instance: each real box crop (padding slots dropped) ->
   its target. fusion: {gray, instance_gray, boxes, box_mask} -> target, images with boxes only
   (without boxes the fused net is the full net and the fusion weights get no gradient).
+  `shard` (shards, index): this worker's share of the records, for multi-worker training.
   Training only: `flip_augmentation` mirrors a random half of the items left-right;
   `min_crop_scale` < 1 replaces each full-stage frame by a `random_view_crop` of the photo, which
   needs Transform's `view` (written with the same min_crop_scale), and each instance crop by a
@@ -119,6 +120,9 @@ def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, n
     raise ValueError(f'stage must be one of {names.STAGES}, not {stage!r}')
   k = net.max_boxes
   records = _records(file_patterns)
+  shards, index = shard
+  if shards > 1:
+    records = records.shard(shards, index)
   if training:
     records = records.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
   parsed = records.map(lambda r: tf.io.parse_single_example(r, feature_spec),

@@ -106,7 +106,10 @@ class ColorNet:
   def _build(self, config: NetConfig, role: str) -> None:
     c = lambda base: _channels(base, config.width)  # noqa: E731
     down = lambda n: keras.layers.MaxPool2D(1, strides=2, name=f'{role}_{n}_down')  # subsample
-    bn = lambda n: keras.layers.BatchNormalization(name=f'{role}_{n}_bn')  # noqa: E731
+    # Several replicas normalise by the statistics of the global batch, as one device would.
+    synced = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    bn = lambda n: keras.layers.BatchNormalization(name=f'{role}_{n}_bn',  # noqa: E731
+                                                   synchronized=synced)
     relu = lambda n: keras.layers.ReLU(name=f'{role}_{n}_relu')  # noqa: E731
 
     def seq(point, layers):
@@ -458,17 +461,18 @@ def colorization_loss(color_space: str, color_weights: Optional[np.ndarray] = No
       return tf.reduce_mean(per_pixel)
 
     return classification
-  if color_weights is None:
-    huber = keras.losses.Huber(delta=huber_delta(color_space))
-    return lambda y_true, y_pred: 10.0 * huber(y_true, y_pred)
-  if color_space != names.LAB:
+  if color_weights is not None and color_space != names.LAB:
     raise ValueError(f'colour rebalancing weights ab; color_space is {color_space!r}')
+  # Reduced here, not by the Huber object: Keras refuses a loss object's own batch reduction
+  # inside a tf.distribute replica (the stage then runs under any strategy).
   per_pixel = keras.losses.Huber(delta=huber_delta(color_space),
                                  reduction=keras.losses.Reduction.NONE)
 
   def loss(y_true, y_pred):
-    weights = rebalance.pixel_weights(color_weights, y_true)
-    return 10.0 * tf.reduce_mean(weights * per_pixel(y_true, y_pred))
+    terms = per_pixel(y_true, y_pred)
+    if color_weights is not None:
+      terms *= rebalance.pixel_weights(color_weights, y_true)
+    return 10.0 * tf.reduce_mean(terms)
 
   return loss
 

@@ -49,6 +49,8 @@ SPLIT_MODES: Tuple[str, ...] = ('auto', 'lists', 'hash')
 # stage loads; <net>_initial.h5 is what a stage started from) and its Keras history beside them.
 WEIGHTS_DIR = 'weights'
 HISTORY_FILE = 'history.json'
+# ... and how it trained: the tf.distribute strategy, replicas, global and per-replica batch.
+TRAINING_FILE = 'training.json'
 # ... and, when stage 1's encoder started from pretrained weights, what they were (source, sha256).
 BACKBONE_FILE = 'backbone_init.json'
 # Beside the weights too: the model a fine-tuning run's stage started from (init_model).

@@ -8,6 +8,7 @@ stage started from, so lineage can be checked from the artifacts alone.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import tf_keras as keras
 from absl import logging
 from tfx import v1 as tfx
 
-from trainer import backbone, data, model, names, rebalance, serving
+from trainer import backbone, data, distribute, model, names, rebalance, serving
 from trainer.config import BACKBONE_NONE, TrainerOptions
 
 
@@ -154,7 +155,19 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
   options = TrainerOptions.from_dict(custom_config)
   if options.stage != stage:
     raise ValueError(f'run_{stage} received the custom_config of the {options.stage} stage')
-  config, schedule = options.net, options.schedule
+  # First: a multi-worker strategy must configure TensorFlow before any other op runs.
+  strategy = distribute.make_strategy(options.distribution, options.worker_timeout)
+  with distribute.writer_dirs(fn_args.serving_model_dir, fn_args.model_run_dir) as (out, run):
+    # Every worker trains and saves; only the chief's folders are the artifacts'.
+    writer_args = copy.copy(fn_args)
+    writer_args.serving_model_dir, writer_args.model_run_dir = out, run
+    _train(writer_args, options, strategy, full_model_dir)
+    distribute.barrier(strategy)
+
+
+def _train(fn_args: tfx.components.FnArgs, options: TrainerOptions,
+           strategy: tf.distribute.Strategy, full_model_dir: Optional[str]) -> None:
+  stage, config, schedule = options.stage, options.net, options.schedule
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   spec = tf_transform_output.transformed_feature_spec()
 
@@ -163,13 +176,25 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
     raise ValueError(f'{stage} stage: nothing to train on in {fn_args.train_files} '
                      f'({"no boxes" if stage != names.FULL else "no images"} in the train split)')
   eval_count = data.stage_size(data.count_examples(fn_args.eval_files, spec), stage)
-  batch_size = schedule.batch_size
-  steps = schedule.steps_per_epoch or data.steps_for(train_count, batch_size)
+  # batch_size is per replica; an epoch is one pass over the data at the global batch.
+  global_batch = schedule.batch_size * strategy.num_replicas_in_sync
+  steps = schedule.steps_per_epoch or data.steps_for(train_count, global_batch)
 
-  def dataset(files, training):
-    return data.make_dataset(files, spec, stage, config, batch_size, training,
+  def dataset(files, training, batch_size=global_batch, shard=(1, 0)):
+    return data.make_dataset(files, spec, stage, config, batch_size, training, shard=shard,
                              flip_augmentation=options.flip_augmentation,
                              min_crop_scale=options.min_crop_scale)
+
+  def distributed(files, training):
+    # Keras runs a distributed dataset for a set number of steps: the eval data then repeats, so
+    # no worker's shard runs out first (the last eval batch may hold a few items twice).
+    repeat = not training and not distribute.is_default(strategy)
+
+    def per_worker(batch_size, shard):
+      items = dataset(files, training, batch_size, shard)
+      return items.repeat() if repeat else items
+
+    return distribute.distribute_dataset(strategy, global_batch, per_worker)
 
   color_weights = None
   if options.color_rebalance:
@@ -180,14 +205,24 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
     seen = color_weights[histogram > 0]
     logging.info('%s stage: colour rebalancing %.2f from %d pixels, weights %.2f..%.2f', stage,
                  options.color_rebalance, histogram.sum(), seen.min(), seen.max())
-  colorizer, nets, encoder = build_stage_model(fn_args, options, full_model_dir)
+  with strategy.scope():  # every net, the frozen ones of stage 3 too, and the optimizer
+    colorizer, nets, encoder = build_stage_model(fn_args, options, full_model_dir)
   keras_model = colorizer.keras_model
   learning_rate = model.learning_rate_schedule(schedule, schedule.epochs * steps)
-  logging.info('%s stage: %d trainable weights, %d train items, %d epochs x %d steps, batch %d, '
-               '%s, %s', stage, len(keras_model.trainable_weights), train_count, schedule.epochs,
-               steps, batch_size, model.resolve_precision(config.precision), config.objective)
-  train_data = dataset(fn_args.train_files, training=True)
-  eval_data = dataset(fn_args.eval_files, training=False) if eval_count else None
+  training = {'strategy': distribute.describe(strategy),
+              'replicas': strategy.num_replicas_in_sync, 'global_batch': global_batch,
+              'per_replica_batch': schedule.batch_size, 'epochs': schedule.epochs,
+              'steps_per_epoch': steps, 'learning_rate': schedule.learning_rate,
+              'precision': model.resolve_precision(config.precision)}
+  logging.info('%s stage: %d trainable weights, %d train items, %d epochs x %d steps, batch %d '
+               '(%d per replica x %d replicas; learning rate %g, not rescaled), %s, %s, %s',
+               stage, len(keras_model.trainable_weights), train_count, schedule.epochs, steps,
+               global_batch, schedule.batch_size, strategy.num_replicas_in_sync,
+               schedule.learning_rate, training['strategy'], training['precision'],
+               config.objective)
+  train_data = distributed(fn_args.train_files, training=True)
+  eval_data = distributed(fn_args.eval_files, training=False) if eval_count else None
+  eval_steps = None if distribute.is_default(strategy) else data.steps_for(eval_count, global_batch)
   tensorboard = keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq='epoch')
   history = {}
   # Phases of epochs: the pretrained encoder frozen for its first epochs (stage 1), then all.
@@ -200,14 +235,19 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
       layer.trainable = not freeze_encoder
     # Keras wants a compile after trainable flags change; the new optimizer counts steps from 0,
     # so the learning-rate schedule is offset to continue where the last phase stopped.
-    model.compile_for_training(keras_model, config,
-                               model.offset_schedule(learning_rate, first_epoch * steps),
-                               color_weights)
+    with strategy.scope():
+      model.compile_for_training(keras_model, config,
+                                 model.offset_schedule(learning_rate, first_epoch * steps),
+                                 color_weights)
     logging.info('%s stage: epochs %d-%d%s', stage, first_epoch + 1, end_epoch,
                  ' with the pretrained encoder frozen' if freeze_encoder else '')
-    fitted = keras_model.fit(train_data, initial_epoch=first_epoch, epochs=end_epoch,
-                             steps_per_epoch=steps, validation_data=eval_data,
-                             callbacks=[tensorboard], verbose=2)
+    try:
+      fitted = keras_model.fit(train_data, initial_epoch=first_epoch, epochs=end_epoch,
+                               steps_per_epoch=steps, validation_data=eval_data,
+                               validation_steps=eval_steps, callbacks=[tensorboard], verbose=2)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as e:
+      raise distribute.WorkerLost(
+          distribute.lost_worker_message(e, stage, options.worker_timeout)) from e
     for key, values in fitted.history.items():
       history.setdefault(key, []).extend(float(v) for v in values)
   # A block with some layers frozen lists its weights trainable first: saved like that, its .h5
@@ -216,10 +256,10 @@ def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
     layer.trainable = True
   for net, net_model in nets.items():
     _save_weights(net_model, fn_args.serving_model_dir, net)
-  history_path = os.path.join(_model_uri(fn_args.serving_model_dir), names.WEIGHTS_DIR,
-                              names.HISTORY_FILE)
-  with tf.io.gfile.GFile(history_path, 'w') as f:
-    json.dump(history, f)
+  weights_dir = os.path.join(_model_uri(fn_args.serving_model_dir), names.WEIGHTS_DIR)
+  for name, record in ((names.HISTORY_FILE, history), (names.TRAINING_FILE, training)):
+    with tf.io.gfile.GFile(os.path.join(weights_dir, name), 'w') as f:
+      json.dump(record, f)
   serving.export(colorizer, tf_transform_output, fn_args.serving_model_dir)
 
 

@@ -6,7 +6,11 @@ import glob
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
+import time
+from typing import Optional
 from unittest import mock
 
 import numpy as np
@@ -206,7 +210,6 @@ def _pushed_model_dirs(pipeline_root):
 def test_pushed_model_serves_any_image_in_a_fresh_process(pipeline_root, tmp_path):
   import io
   import json
-  import subprocess
   import sys
 
   from PIL import Image
@@ -664,3 +667,181 @@ def test_fine_tuning_starts_every_stage_from_the_pushed_model(pipeline_root, dat
   assert pipeline_runner.main(['lineage', '--pipeline-root', root]) == 0
   lineage = capsys.readouterr().out
   assert lineage.count(f'started from the fusion model {pushed}') == 3  # all three Trainers
+
+
+# --- the Trainers under tf.distribute: tests/trainer_worker.py runs one Trainer process on run 1's
+# outputs, as a replica of a training job does (TF_CONFIG, logical CPU devices set per process).
+
+def _free_ports(count: int):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(('127.0.0.1', 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def _start_trainer(pipeline_root: str, out_dir: str, *flags: str, log: Optional[str] = None,
+                   tf_config=None, tmpdir: Optional[str] = None) -> subprocess.Popen:
+  """A trainer process writing OUT_DIR/model and OUT_DIR/model_run, its output to `log`
+  (default OUT_DIR.log)."""
+  env = {k: v for k, v in os.environ.items() if k != 'TF_CONFIG'}
+  if tf_config:
+    env['TF_CONFIG'] = json.dumps(tf_config)
+  if tmpdir:
+    env['TMPDIR'] = tmpdir
+  return subprocess.Popen(
+      [sys.executable, '-m', 'tests.trainer_worker', pipeline_root, out_dir, *flags],
+      cwd=configs.REPO_ROOT, env=env, stdout=open(log or out_dir + '.log', 'w'),
+      stderr=subprocess.STDOUT)
+
+
+def _finish(process: subprocess.Popen, log: str, timeout: float = 300):
+  """(exit code, output) of a trainer process; one that outlives `timeout` is a hang."""
+  try:
+    code = process.wait(timeout)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    pytest.fail(f'{log}: still running after {timeout} s')
+  with open(log) as f:
+    return code, f.read()
+
+
+def _start_workers(pipeline_root: str, job_dir: str, tmp_path, *flags: str):
+  """Two worker processes of one multi-worker full stage on 127.0.0.1, both given the output
+  artifacts in job_dir as a training job's replicas are: (processes, their logs, worker
+  addresses, each worker's TMPDIR)."""
+  addresses = [f'127.0.0.1:{port}' for port in _free_ports(2)]
+  processes, logs, tmpdirs = [], [], []
+  for index in range(2):
+    logs.append(str(tmp_path / f'worker{index}.log'))
+    tmpdirs.append(str(tmp_path / f'tmp{index}'))
+    os.makedirs(tmpdirs[-1])
+    processes.append(_start_trainer(
+        pipeline_root, job_dir, '--distribution', 'multi_worker', '--worker-timeout', '20', *flags,
+        log=logs[-1], tmpdir=tmpdirs[-1],
+        tf_config={'cluster': {'worker': addresses}, 'task': {'type': 'worker', 'index': index}}))
+  return processes, logs, addresses, tmpdirs
+
+
+def _read_weights_json(out_dir: str, name: str):
+  with open(os.path.join(out_dir, 'model', names.WEIGHTS_DIR, name)) as f:
+    return json.load(f)
+
+
+def _frame_predictions(pipeline_root: str, weights_files):
+  """The full net's ab on every transformed frame of run 1, with each of `weights_files`."""
+  from trainer import data, model
+
+  transform = metadata.latest_outputs(metadata.open_store(pipeline_root), names.TRANSFORM)
+  spec = tft.TFTransformOutput(transform['transform_graph'][0].uri).transformed_feature_spec()
+  files = glob.glob(os.path.join(transform['transformed_examples'][0].uri, 'Split-*', '*'))
+  gray = np.concatenate([g for g, _ in data.make_dataset(files, spec, names.FULL,
+                                                         CONFIG.net_config(), 16, False)])
+  net = model.ColorNet(CONFIG.net_config(), 'full')
+  predictions = []
+  for path in weights_files:
+    net.model.load_weights(path)
+    predictions.append(net.model(gray, training=False).numpy())
+  return predictions
+
+
+def test_two_logical_cpus_train_the_stage_one_device_trains(pipeline_root, tmp_path):
+  """MirroredStrategy over 2 logical CPU devices at 2 per replica against one device at batch 4,
+  from the same weights (run 1's full net, through init_model), one step per epoch."""
+  start = path_utils.serving_model_path(
+      _model_uri(metadata.open_store(pipeline_root), names.TRAINERS[names.FULL]))
+  common = ['--logical-cpus', '2', '--steps', '1', '--epochs', '4', '--init-model', start]
+  runs = {'mirrored': '2', 'one_device': '4'}
+  processes = {name: _start_trainer(pipeline_root, str(tmp_path / name), '--distribution', name,
+                                    '--batch-size', batch, *common)
+               for name, batch in runs.items()}
+  for name, process in processes.items():
+    code, output = _finish(process, str(tmp_path / name) + '.log')
+    assert code == 0 and 'TRAINER DONE' in output, output[-3000:]
+  mirrored, one = (str(tmp_path / name) for name in runs)
+  training = _read_weights_json(mirrored, names.TRAINING_FILE)
+  assert training['strategy'].startswith('MirroredStrategy: 2 replicas (CPU:0, CPU:1)')
+  assert (training['global_batch'], training['per_replica_batch']) == (4, 2)
+  assert _read_weights_json(one, names.TRAINING_FILE)['replicas'] == 1
+  # Synchronized batch norm: the 2 replicas see the statistics of the global batch.
+  np.testing.assert_allclose(_read_weights_json(mirrored, names.HISTORY_FILE)['loss'],
+                             _read_weights_json(one, names.HISTORY_FILE)['loss'], rtol=0.01)
+  weights = lambda run, net: names.weights_file(os.path.join(run, 'model'), net)  # noqa: E731
+  initial, after_mirrored, after_one = _frame_predictions(pipeline_root, [
+      weights(one, 'full_initial'), weights(mirrored, 'full'), weights(one, 'full')])
+  moved = np.abs(after_one - initial).mean()
+  # Adam's first steps move near-zero gradients by a whole step whatever their sign, so summing
+  # in another order flips a few: outputs within 5 % of how far training moved them (about 2 %).
+  assert moved > 0
+  assert np.abs(after_mirrored - after_one).mean() < 0.05 * moved
+
+
+def test_the_fusion_stage_trains_under_mirrored_in_float16_with_its_nets_frozen(pipeline_root,
+                                                                               tmp_path):
+  """Stage 3's frozen nets are built in the strategy's scope; mixed_float16 (a GPU's precision,
+  which also runs on CPUs) trains with loss scaling under the strategy."""
+  out_dir = str(tmp_path / 'fusion')
+  code, output = _finish(_start_trainer(pipeline_root, out_dir, '--stage', names.FUSION,
+                                        '--distribution', 'mirrored', '--logical-cpus', '2',
+                                        '--precision', 'mixed_float16', '--steps', '2',
+                                        '--epochs', '2'), out_dir + '.log')
+  assert code == 0 and 'TRAINER DONE' in output, output[-3000:]
+  training = _read_weights_json(out_dir, names.TRAINING_FILE)
+  assert (training['replicas'], training['precision']) == (2, 'mixed_float16')
+  assert np.isfinite(_read_weights_json(out_dir, names.HISTORY_FILE)['loss']).all()
+  store = metadata.open_store(pipeline_root)
+  handoff.assert_fusion_keeps_both_nets(CONFIG, _model_uri(store, names.TRAINERS[names.FULL]),
+                                        _model_uri(store, names.TRAINERS[names.INSTANCE]),
+                                        os.path.join(out_dir, 'model'))
+  assert os.path.isdir(path_utils.serving_model_path(os.path.join(out_dir, 'model')))
+
+
+def test_two_worker_processes_write_one_model_and_match_one_process(pipeline_root, tmp_path):
+  # Global batch 8 = the sample's whole train split: every step sees the same frames however
+  # the workers shard them, so the loss curve is comparable step by step.
+  flags = ['--steps', '1', '--epochs', '3']
+  job = str(tmp_path / 'job')
+  processes, logs, _, tmpdirs = _start_workers(pipeline_root, job, tmp_path, '--batch-size', '4',
+                                               *flags)
+  alone = str(tmp_path / 'one_process')
+  processes.append(_start_trainer(pipeline_root, alone, '--distribution', 'one_device',
+                                  '--batch-size', '8', *flags))
+  for process, log in zip(processes, logs + [alone + '.log']):
+    code, output = _finish(process, log)
+    assert code == 0 and 'TRAINER DONE' in output, output[-3000:]
+  training = _read_weights_json(job, names.TRAINING_FILE)
+  assert training['strategy'].startswith('MultiWorkerMirroredStrategy: 2 replicas on 2 workers')
+  assert training['global_batch'] == 8
+  # Exactly one model and one set of summaries, the chief's: the other worker wrote into a
+  # scratch folder in its TMPDIR, removed (two writers would leave two event files per folder).
+  assert sorted(os.listdir(os.path.join(job, 'model', names.WEIGHTS_DIR))) == [
+      'full.h5', names.HISTORY_FILE, names.TRAINING_FILE]
+  assert os.path.isdir(path_utils.serving_model_path(os.path.join(job, 'model')))
+  for folder in ('train', 'validation'):
+    events = os.listdir(os.path.join(job, 'model_run', folder))
+    assert len(events) == 1 and events[0].startswith('events.out.tfevents'), events
+  assert os.listdir(tmpdirs[1]) == []
+  np.testing.assert_allclose(_read_weights_json(job, names.HISTORY_FILE)['loss'],
+                             _read_weights_json(alone, names.HISTORY_FILE)['loss'], rtol=0.01)
+
+
+def test_a_dead_worker_fails_the_stage_naming_it(pipeline_root, tmp_path):
+  job = str(tmp_path / 'job')
+  processes, logs, addresses, _ = _start_workers(pipeline_root, job, tmp_path, '--steps', '5',
+                                                 '--epochs', '50')
+  deadline = time.monotonic() + 300
+  while 'Epoch 2/50' not in open(logs[0]).read():  # in the middle of training
+    assert processes[0].poll() is None and time.monotonic() < deadline, \
+        open(logs[0]).read()[-3000:]
+    time.sleep(0.5)
+  processes[1].kill()
+  killed = time.monotonic()
+  code, output = _finish(processes[0], logs[0], timeout=120)  # 'not hang'
+  waited = time.monotonic() - killed
+  assert code != 0
+  assert f'WorkerLost: full stage: worker 1 ({addresses[1]}) stopped answering' in output, \
+      output[-3000:]
+  assert waited < 60, f'the chief took {waited:.0f} s to give up (worker_timeout 20 s)'
+  assert not os.path.exists(path_utils.serving_model_path(os.path.join(job, 'model')))

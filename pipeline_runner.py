@@ -182,16 +182,22 @@ def cmd_compile(args: argparse.Namespace) -> int:
   from tools import quiet
 
   with quiet.quiet_stderr(not args.verbose):
-    from pipeline import kubeflow
+    from pipeline import kubeflow, vertex
     from pipeline import pipeline as pipeline_module
 
+    vertex_training = vertex.parse(args.vertex_training, args.image, config)
     tfx_pipeline = pipeline_module.create_pipeline(
         config, data_root=args.data_dir, pipeline_root=args.pipeline_root,
         beam_pipeline_args=list(args.beam_arg),
         serving_model_dir=args.serving_dir or f'{args.pipeline_root}/serving_model',
-        schema_dir=f'{args.container_root}/schema')
+        schema_dir=f'{args.container_root}/schema', vertex_training=vertex_training)
     kubeflow.compile_spec(tfx_pipeline, args.image, args.output)
   print(f'wrote {args.output} (image {args.image}, pipeline root {args.pipeline_root})')
+  if vertex_training:
+    print(f'  the three Trainers run as Vertex AI custom jobs in {vertex_training.project} / '
+          f'{vertex_training.region}: {vertex_training.replicas} x {vertex_training.machine_type}'
+          + (f' with {vertex_training.accelerator_count} x {vertex_training.accelerator_type}'
+             if vertex_training.accelerator_type else ''))
   return 0
 
 
@@ -345,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
   compile_.add_argument('--output', default='pipeline.json')
   compile_.add_argument('--container-root', default='/instcolor',
                         help='where the project lives inside the image (default: %(default)s)')
+  compile_.add_argument(
+      '--vertex-training', metavar='KEY=VALUE,...',
+      help='train the three Trainers as Vertex AI custom jobs (TFX\'s Google Cloud AI Platform '
+           'Trainer): project=P,machine_type=M[,accelerator_type=T,accelerator_count=N]'
+           '[,replicas=R][,region=us-central1]')
   compile_.add_argument('--verbose', action='store_true', help='TensorFlow and TFX logs')
   compile_.set_defaults(func=cmd_compile)
 

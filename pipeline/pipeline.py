@@ -11,9 +11,10 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.ablation_gallery.component import AblationGallery
-from components.fusion_trainer.component import FusionTrainer
+from components.fusion_trainer.component import FusionTrainer, VertexFusionTrainer
 from components.voc_example_gen.component import VocExampleGen
 from pipeline import configs
+from pipeline.vertex import VertexTraining
 from trainer import names
 from trainer.config import PipelineConfig
 
@@ -72,24 +73,32 @@ def transform(config: PipelineConfig, examples: VocExampleGen,
       disable_statistics=True).with_id(names.TRANSFORM)
 
 
-def trainers(config: PipelineConfig,
-             transformed: tfx.components.Transform) -> Dict[str, tfx.components.Trainer]:
-  """The three chained Trainers: full -> instance (base_model) -> fusion (base_model, full_model)."""
+def trainers(config: PipelineConfig, transformed: tfx.components.Transform,
+             vertex_training: Optional[VertexTraining] = None
+             ) -> Dict[str, tfx.components.Trainer]:
+  """The three chained Trainers: full -> instance (base_model) -> fusion (base_model, full_model);
+  with `vertex_training`, each one trains in a Vertex AI custom job."""
 
   def trainer_args(stage):
+    custom_config = config.trainer_options(stage).to_dict()
+    if vertex_training:
+      custom_config.update(vertex_training.custom_config(stage))
     return dict(examples=transformed.outputs['transformed_examples'],
                 transform_graph=transformed.outputs['transform_graph'],
                 run_fn=configs.RUN_FNS[stage],
                 train_args=tfx.proto.TrainArgs(splits=['train']),
                 eval_args=tfx.proto.EvalArgs(splits=['val']),
-                custom_config=config.trainer_options(stage).to_dict())
+                custom_config=custom_config)
 
-  full = tfx.components.Trainer(**trainer_args(names.FULL))
-  instance = tfx.components.Trainer(**{names.BASE_MODEL_KEY: full.outputs['model']},
-                                    **trainer_args(names.INSTANCE))
-  fusion = FusionTrainer(**{names.BASE_MODEL_KEY: instance.outputs['model'],
-                            names.FULL_MODEL_KEY: full.outputs['model']},
-                         **trainer_args(names.FUSION))
+  trainer, fusion_trainer = ((tfx.extensions.google_cloud_ai_platform.Trainer,
+                              VertexFusionTrainer) if vertex_training
+                             else (tfx.components.Trainer, FusionTrainer))
+  full = trainer(**trainer_args(names.FULL))
+  instance = trainer(**{names.BASE_MODEL_KEY: full.outputs['model']},
+                     **trainer_args(names.INSTANCE))
+  fusion = fusion_trainer(**{names.BASE_MODEL_KEY: instance.outputs['model'],
+                             names.FULL_MODEL_KEY: full.outputs['model']},
+                          **trainer_args(names.FUSION))
   stages = {names.FULL: full, names.INSTANCE: instance, names.FUSION: fusion}
   return {stage: component.with_id(names.TRAINERS[stage]) for stage, component in stages.items()}
 
@@ -100,9 +109,11 @@ def create_pipeline(config: PipelineConfig, data_root: Union[str, Sequence[str]]
                     beam_pipeline_args: Optional[List[str]] = None,
                     enable_cache: bool = True,
                     serving_model_dir: Optional[str] = None,
-                    schema_dir: str = configs.SCHEMA_DIR) -> tfx.dsl.Pipeline:
+                    schema_dir: str = configs.SCHEMA_DIR,
+                    vertex_training: Optional[VertexTraining] = None) -> tfx.dsl.Pipeline:
   """The instcolor pipeline on one data folder or several (`data_root`). `schema_dir` is where
-  schema.pbtxt is when the pipeline runs (inside the container image for Kubeflow / Vertex)."""
+  schema.pbtxt is when the pipeline runs (inside the container image for Kubeflow / Vertex);
+  `vertex_training` runs the Trainers as Vertex AI custom jobs (pipeline/vertex.py)."""
   examples = example_gen(config, data_root)
   statistics = tfx.components.StatisticsGen(examples=examples.outputs['examples']).with_id(
       names.STATISTICS_GEN)
@@ -111,7 +122,7 @@ def create_pipeline(config: PipelineConfig, data_root: Union[str, Sequence[str]]
       statistics=statistics.outputs['statistics'], schema=schema.outputs['schema']).with_id(
           names.EXAMPLE_VALIDATOR)
   transformed = transform(config, examples, schema)
-  stages = trainers(config, transformed)
+  stages = trainers(config, transformed, vertex_training)
   full_model = stages[names.FULL].outputs['model']
   fusion_model = stages[names.FUSION].outputs['model']
 

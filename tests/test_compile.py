@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 import json
 
+import pytest
+
 import pipeline_runner
 
 
@@ -59,3 +61,65 @@ def test_compiled_spec(tmp_path):
   from tfx.dsl.components.base import base_executor
   for path in class_paths:
     assert issubclass(_resolve(path), base_executor.BaseExecutor), path
+
+
+VERTEX = ('project=acme,region=europe-west4,machine_type=a2-highgpu-2g,'
+          'accelerator_type=NVIDIA_TESLA_A100,accelerator_count=2,replicas=3')
+
+
+def test_vertex_training_compiles_the_trainers_as_custom_jobs(tmp_path, capsys):
+  output = tmp_path / 'pipeline.json'
+  assert pipeline_runner.main([
+      'compile', '--image', 'gcr.io/acme/instcolor:1.0', '--pipeline-root', 'gs://acme/root',
+      '--data-dir', 'gs://acme/VOCdevkit/VOC2012', '--output', str(output),
+      '--vertex-training', VERTEX]) == 0
+  assert ('3 x a2-highgpu-2g with 2 x NVIDIA_TESLA_A100' in capsys.readouterr().out)
+  spec = json.loads(output.read_text())['pipelineSpec']
+  tasks, executors = spec['root']['dag']['tasks'], spec['deploymentSpec']['executors']
+
+  def class_path(task):
+    args = executors[spec['components'][task]['executorLabel']]['container']['args']
+    return args[args.index('--executor_class_path') + 1]
+
+  assert class_path('full_trainer') == class_path('instance_trainer') == (
+      'tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor')
+  assert class_path('fusion_trainer') == 'components.fusion_trainer.executor.VertexExecutor'
+  assert class_path('Transform') == 'tfx.components.transform.executor.Executor'  # unchanged
+  # The job's replicas run the FusionTrainer's own executor (full_model handed to run_fn).
+  from components.fusion_trainer import executor
+  assert _resolve(class_path('fusion_trainer'))()._GetExecutorClass() is executor.Executor
+  for task in ('full_trainer', 'instance_trainer', 'fusion_trainer'):
+    value = tasks[task]['inputs']['parameters']['custom_config']['runtimeValue']['constantValue']
+    custom_config = json.loads(value['stringValue'])
+    assert custom_config['ai_platform_enable_vertex'] is True
+    assert custom_config['ai_platform_vertex_region'] == 'europe-west4'
+    job = custom_config['ai_platform_training_args']
+    assert job['project'] == 'acme'
+    machine = {'machine_type': 'a2-highgpu-2g', 'accelerator_type': 'NVIDIA_TESLA_A100',
+               'accelerator_count': 2}
+    pool = {'machine_spec': machine, 'container_spec': {'image_uri': 'gcr.io/acme/instcolor:1.0'}}
+    # The chief, then the other two replicas: Vertex sets TF_CONFIG on each.
+    assert job['job_spec']['worker_pool_specs'] == [{**pool, 'replica_count': 1},
+                                                    {**pool, 'replica_count': 2}]
+    assert custom_config['distribution'] == 'auto'
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--vertex-training', 'machine_type=n1-standard-8'], 'needs project'),
+    (['--vertex-training', 'project=acme,machine_type=n1-standard-8,gpus=2'],
+     "'gpus=2' is not KEY=VALUE with KEY one of"),
+    (['--vertex-training', 'project=acme,machine_type=a2-highgpu-1g,accelerator_count=1'],
+     'accelerator_type and accelerator_count go together'),
+    (['--vertex-training', 'project=acme,machine_type=n1-standard-8,replicas=two'],
+     "replicas must be an integer, got 'two'"),
+    (['--vertex-training', 'project=acme,machine_type=n1-standard-8,replicas=2',
+      '--set', 'distribution=one_device'], "needs distribution auto or multi_worker, not "
+                                          "'one_device'"),
+])
+def test_bad_vertex_training_is_refused_before_compiling(tmp_path, capsys, flags, message):
+  output = tmp_path / 'pipeline.json'
+  assert pipeline_runner.main([
+      'compile', '--image', 'gcr.io/acme/instcolor:1.0', '--pipeline-root', 'gs://acme/root',
+      '--data-dir', 'gs://acme/VOC2012', '--output', str(output), *flags]) != 0
+  assert message in capsys.readouterr().err
+  assert not output.exists()

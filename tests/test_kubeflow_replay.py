@@ -10,6 +10,7 @@ import glob
 import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -117,3 +118,61 @@ def test_a_broken_module_path_fails_naming_the_task(first, tmp_path, capsys):
     tasks = json.load(f)['tasks']
   # Upstream came from the cache, as on Vertex; the broken task is recorded as failed.
   assert tasks[names.TRANSFORM]['status'] == 'cached' and tasks[trainer]['status'] == 'failed'
+
+
+def _root_with_earlier_replays(first, root: str) -> str:
+  """A fresh root that knows the first replay's tasks (its records: their outputs stay where
+  they are), so upstream tasks come from the cache and the first root is left as it was."""
+  for record in glob.glob(os.path.join(first[0], 'replay-*', replay.RECORD)):
+    os.makedirs(os.path.join(root, os.path.basename(os.path.dirname(record))))
+    shutil.copyfile(record, os.path.join(root, os.path.basename(os.path.dirname(record)),
+                                         replay.RECORD))
+  return root
+
+
+def _compile_vertex(root: str, output: str) -> str:
+  assert pipeline_runner.main([
+      'compile', '--preset', 'tiny', '--image', 'local/instcolor:test', '--pipeline-root', root,
+      '--data-dir', SAMPLE, '--output', output, '--vertex-training',
+      'project=acme,machine_type=a2-highgpu-2g,accelerator_type=NVIDIA_TESLA_A100,'
+      'accelerator_count=2,replicas=2',
+      '--beam-arg=--direct_running_mode=in_memory', '--beam-arg=--direct_num_workers=1']) == 0
+  return output
+
+
+def test_vertex_training_jobs_are_checked_and_their_trainers_run_here(first, tmp_path):
+  root = _root_with_earlier_replays(first, str(tmp_path / 'root'))
+  spec = _compile_vertex(first[0], str(tmp_path / 'vertex.json'))  # paths of the first root
+  lines = []
+  runs = {run.name: run for run in replay.Replay(spec, root, log=lines.append).run()}
+  assert {n for n, r in runs.items() if r.status == 'ran'} == {
+      *names.TRAINERS.values(), names.EVALUATOR, names.PUSHER, names.ABLATION}  # the rest: cached
+  checked = [line for line in lines if 'Vertex AI job checked' in line]
+  assert len(checked) == 3 and all(
+      '2 x a2-highgpu-2g with 2 x NVIDIA_TESLA_A100, image local/instcolor:test' in line
+      for line in checked), lines
+  assert 'components.fusion_trainer.executor.Executor' in checked[-1]
+  full, instance, fusion = (_output(runs, names.TRAINERS[stage], 'model')['uri']
+                            for stage in names.STAGES)
+  handoff.assert_fusion_keeps_both_nets(CONFIG, full, instance, fusion)
+  assert _output(runs, names.PUSHER, 'pushed_model')['metadata']['pushed'] == 1
+
+
+def test_a_vertex_job_in_another_image_is_refused(first, tmp_path):
+  root = _root_with_earlier_replays(first, str(tmp_path / 'root'))
+  spec = _compile_vertex(first[0], str(tmp_path / 'vertex.json'))
+  with open(spec) as f:
+    job = json.load(f)
+  trainer = names.TRAINERS[names.FULL]
+  custom_config = job['pipelineSpec']['root']['dag']['tasks'][trainer]['inputs']['parameters'][
+      'custom_config']['runtimeValue']['constantValue']
+  config = json.loads(custom_config['stringValue'])
+  for pool in config['ai_platform_training_args']['job_spec']['worker_pool_specs']:
+    pool['container_spec']['image_uri'] = 'gcr.io/tfx-oss-public/tfx:1.16.0'
+  custom_config['stringValue'] = json.dumps(config)
+  with open(spec, 'w') as f:
+    json.dump(job, f)
+  with pytest.raises(replay.ReplayError, match=(
+      f"task {trainer}: its Vertex AI training job spec is incomplete: worker pool 0 runs image "
+      f"'gcr.io/tfx-oss-public/tfx:1.16.0', not the pipeline's 'local/instcolor:test'")):
+    replay.Replay(spec, root, log=lambda line: None).run()

@@ -50,6 +50,17 @@ _BOOT = ('import runpy, sys; '
          "runpy.run_module(module, run_name='__main__', alter_sys=True)")
 
 
+# Trainers compiled as Vertex AI custom jobs (compile --vertex-training): the executor that would
+# start the job -> the one its replicas run, which the replay runs here instead.
+VERTEX_TRAINERS = {
+    'tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor':
+        'tfx.components.trainer.executor.GenericExecutor',
+    'components.fusion_trainer.executor.VertexExecutor':
+        'components.fusion_trainer.executor.Executor',
+}
+_EXECUTOR_CLASS_FLAG = '--executor_class_path'
+
+
 class ReplayError(RuntimeError):
   """A task failed or the spec asks for something the replay cannot do; names the task."""
 
@@ -230,12 +241,56 @@ class Replay:
               else None)
     if cached is not None:
       return TaskRun(name, 'cached', time.perf_counter() - start, cached)
-    self._run(name, self._command(name, spec['command'], spec['args'], executor_input),
+    self._run(name, self._command(name, spec['command'], self._local_training(name, spec,
+                                                                                 parameters),
+                                  executor_input),
               task_dir, f'executor {spec["command"][-1]}')
     outputs = _merge_outputs(executor_input['outputs']['artifacts'],
                              _read_json(executor_input['outputs']['outputFile']))
     self.record[name] = {'cache_key': key}
     return TaskRun(name, 'ran', time.perf_counter() - start, outputs)
+
+  def _local_training(self, name: str, container_spec: dict,
+                      parameters: Dict[str, dict]) -> List[str]:
+    """The container's arguments, a Vertex AI training task's changed to train here: the job it
+    would start is checked (its worker pools run this task's image), not started."""
+    args = list(container_spec['args'])
+    if _EXECUTOR_CLASS_FLAG not in args:
+      return args
+    at = args.index(_EXECUTOR_CLASS_FLAG) + 1
+    local = VERTEX_TRAINERS.get(args[at])
+    if local is None:
+      return args
+    custom_config = json.loads(parameters.get('custom_config', {}).get('stringValue') or '{}')
+    job = custom_config.get('ai_platform_training_args') or {}
+    pools = (job.get('job_spec') or {}).get('worker_pool_specs') or []
+    problems = []
+    if custom_config.get('ai_platform_enable_vertex') is not True:
+      problems.append('ai_platform_enable_vertex is not true')
+    if not job.get('project'):
+      problems.append('the job has no project')
+    if not pools:
+      problems.append('the job has no worker_pool_specs')
+    for index, pool in enumerate(pools):
+      image = pool.get('container_spec', {}).get('image_uri')
+      if image != container_spec['image']:
+        problems.append(f'worker pool {index} runs image {image!r}, not the pipeline\'s '
+                        f'{container_spec["image"]!r}')
+      if not pool.get('machine_spec', {}).get('machine_type'):
+        problems.append(f'worker pool {index} has no machine_type')
+      if not pool.get('replica_count', 0) >= 1:
+        problems.append(f'worker pool {index} has no replicas')
+    if problems:
+      raise ReplayError(f'task {name}: its Vertex AI training job spec is incomplete: '
+                        + '; '.join(problems))
+    replicas = sum(pool['replica_count'] for pool in pools)
+    machine = pools[0]['machine_spec']
+    self.log(f'      Vertex AI job checked ({replicas} x {machine["machine_type"]}'
+             + (f' with {machine.get("accelerator_count")} x {machine["accelerator_type"]}'
+                if machine.get('accelerator_type') else '')
+             + f', image {container_spec["image"]}); training here with {local}')
+    args[at] = local
+    return args
 
   def run_resolver_task(self, name: str, task: dict) -> TaskRun:
     start = time.perf_counter()

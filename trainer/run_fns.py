@@ -23,6 +23,9 @@ from tfx import v1 as tfx
 from trainer import backbone, data, distribute, model, names, rebalance, serving
 from trainer.config import BACKBONE_NONE, TrainerOptions
 
+# The custom_config keys of TFX's Google Cloud AI Platform Trainer extension all start with this.
+VERTEX_KEY_PREFIX = 'ai_platform_'
+
 
 def _model_uri(serving_model_dir: str) -> str:
   """The Model artifact's uri for its `<uri>/Format-Serving` directory."""
@@ -149,8 +152,10 @@ def build_stage_model(fn_args: tfx.components.FnArgs, options: TrainerOptions,
 
 
 def train_stage(fn_args: tfx.components.FnArgs, stage: str) -> None:
-  custom_config = dict(fn_args.custom_config or {})
-  # The FusionTrainer's executor adds the full net's path next to the TrainerOptions fields.
+  # Besides the TrainerOptions fields: the full net's path, which the FusionTrainer's executor
+  # adds, and the keys of a Vertex AI training job (pipeline/vertex.py), which started this one.
+  custom_config = {key: value for key, value in (fn_args.custom_config or {}).items()
+                   if not key.startswith(VERTEX_KEY_PREFIX)}
   full_model_dir = custom_config.pop(names.FULL_MODEL_KEY, None)
   options = TrainerOptions.from_dict(custom_config)
   if options.stage != stage:

@@ -52,3 +52,10 @@ class FusionTrainer(Trainer):
         model_run=types.Channel(type=standard_artifacts.ModelRun))
     # Trainer.__init__ would build a plain TrainerSpec; the shared base does the rest.
     base_component.BaseComponent.__init__(self, spec=spec)
+
+
+class VertexFusionTrainer(FusionTrainer):
+  """FusionTrainer(...) that trains in a Vertex AI custom job (custom_config carries the job: see
+  pipeline/vertex.py), as tfx.extensions.google_cloud_ai_platform.Trainer does for the others."""
+
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.VertexExecutor)

@@ -1,10 +1,13 @@
-"""GenericExecutor that also hands the `full_model` input to run_fn (as custom_config['full_model'])."""
+"""GenericExecutor that also hands the `full_model` input to run_fn (as custom_config['full_model']),
+and its Vertex AI form: TFX's Google Cloud AI Platform Trainer executor starting a custom job whose
+replicas run it."""
 from __future__ import annotations
 
 from typing import Any, Dict, List
 
 from tfx import types
 from tfx.components.trainer import executor as trainer_executor
+from tfx.extensions.google_cloud_ai_platform.trainer import executor as ai_platform_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
@@ -21,3 +24,9 @@ class Executor(trainer_executor.GenericExecutor):
     fn_args.custom_config = {**(fn_args.custom_config or {}),
                              FULL_MODEL_KEY: path_utils.serving_model_path(full_model_uri)}
     return fn_args
+
+
+class VertexExecutor(ai_platform_executor.GenericExecutor):
+
+  def _GetExecutorClass(self):
+    return Executor

@@ -1,9 +1,9 @@
 """Training throughput of the full-image net, per precision: fed from transformed TFRecords
 through the Trainer's input pipeline (trainer.data.make_dataset) against in-memory tensors of the
-same shape.
+same shape; with --replicas N, one replica against N under tf.distribute instead.
 
   .venv/bin/python bench/train.py [--preset cpu] [--images 200] [--steps 40]
-                                  [--precisions float32 mixed_bfloat16]
+                                  [--precisions float32 mixed_bfloat16] [--replicas N]
 
 Records: the Transform code (trainer.preprocessing.encode_example) applied to --images images tiled
 from the real shared photos (bench/voc_volume.py), written as GZIP TFRecords like Transform's output.
@@ -11,6 +11,14 @@ Per precision (default: float32 and what `auto` picks here, when that differs) t
 the same weights and trains on the same feeds; prints images/s of both feeds and their ratio (goal
 >= 0.9), then each precision's PSNR on the photos after that training (RGB 0..255, the photos at
 S x S) and the speed-up and PSNR difference against float32.
+
+--replicas N (the Trainers' `distribution`, trainer/distribute.py): per precision, images/s of the
+net on one device (no strategy, batch B = the preset's) against MirroredStrategy over N devices at
+B per replica (global N x B), as the Trainer runs it: nets built in the strategy's scope,
+synchronized batch norm, input split by distribute_dataset. Both fed from memory, so the input
+pipeline does not hide the strategy's cost. On a machine with N GPUs this is the scaling (goal
+>= 0.85 x N); without a GPU the CPU is split into N logical devices that share its cores, so the
+ratio is the strategy's overhead only (goal >= 0.8).
 """
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ import tensorflow as tf
 from bench.voc_volume import make_volume_voc
 from components.voc_example_gen import voc
 from pipeline import configs
-from trainer import data, features, metrics, model, names, preprocessing
+from trainer import data, distribute, features, metrics, model, names, preprocessing
 from trainer.config import PRECISIONS
 
 
@@ -108,6 +116,60 @@ def bench_precision(precision: str, config, initial_weights, from_records, in_me
   return result
 
 
+def split_devices(replicas: int) -> str:
+  """Makes `replicas` devices the Trainer's 'mirrored' spreads over (call before TensorFlow
+  runs anything): that many of the GPUs, or that many logical devices on the CPU."""
+  gpus = tf.config.list_physical_devices('GPU')
+  if gpus:
+    if len(gpus) < replicas:
+      raise SystemExit(f'--replicas {replicas}: this machine has {len(gpus)} GPU(s)')
+    tf.config.set_visible_devices(gpus[:replicas], 'GPU')
+    return f'{replicas} of {len(gpus)} GPUs'
+  cpu = tf.config.list_physical_devices('CPU')[0]
+  tf.config.set_logical_device_configuration(
+      cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+  return f'{replicas} logical devices on the CPU ({os.cpu_count()} cores shared)'
+
+
+def bench_replicas(precision: str, config, initial_weights, pairs, args) -> float:
+  """images/s of N replicas over images/s of one device, both at the preset's batch per replica."""
+  net_config = config.replace(precision=precision).net_config()
+  batch = config.full.batch_size
+  gray, target = pairs
+
+  def in_memory(batch_size, shard):
+    del shard  # one worker
+    return (tf.data.Dataset.from_tensor_slices((gray, target)).cache().shuffle(len(gray))
+            .batch(batch_size, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE))
+
+  runs = {}
+  for name, strategy in (('1 device', tf.distribute.get_strategy()),
+                         (f'{args.replicas} replicas', distribute.make_strategy('mirrored'))):
+    global_batch = batch * strategy.num_replicas_in_sync
+    with strategy.scope():
+      net = model.ColorNet(net_config, 'full')
+      net.model.set_weights(initial_weights)
+      model.compile_for_training(net.model, net_config, config.full.learning_rate)
+    dataset = distribute.distribute_dataset(strategy, global_batch, in_memory)
+    net.model.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0)  # build the train graph
+    runs[name] = (net.model, dataset, global_batch, distribute.describe(strategy), [])
+  for _ in range(args.rounds):  # alternate, so drift affects both alike
+    for keras_model, dataset, global_batch, _, rates in runs.values():
+      rates.append(images_per_second(keras_model, dataset, args.steps, global_batch))
+  medians = {}
+  for name, (_, _, global_batch, described, rates) in runs.items():
+    medians[name] = float(np.median(rates))
+    print(f'{precision} ({model.resolve_precision(precision)}), {name}: {described}, batch '
+          f'{global_batch}: {medians[name]:.1f} images/s (median of {args.rounds} x {args.steps} '
+          f'steps)', flush=True)
+  one, many = medians.values()
+  goal = (f'>= {0.85 * args.replicas:.2f} (0.85 x N)' if tf.config.list_logical_devices('GPU')
+          else '>= 0.8 (overhead only: the same cores)')
+  print(f'{precision}: {args.replicas} replicas / 1 device = {many / one:.2f}x images/s '
+        f'(goal {goal})', flush=True)
+  return many / one
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,7 +179,10 @@ def main() -> None:
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--precisions', nargs='+', choices=PRECISIONS,
                       default=default_precisions())
+  parser.add_argument('--replicas', type=int, default=1,
+                      help='N > 1: one device against N replicas (see above)')
   args = parser.parse_args()
+  devices = split_devices(args.replicas) if args.replicas > 1 else None
   config = configs.get_config(args.preset)
   s, batch = config.image_size, config.full.batch_size
   net_config = config.net_config()
@@ -137,6 +202,11 @@ def main() -> None:
           f'{count} records tiled from the real shared photos, {os.cpu_count()} cores',
           flush=True)
     initial = model.ColorNet(net_config, 'full').model.get_weights()  # the same start for all
+    if devices:
+      print(f'replicas: {devices}', flush=True)
+      for precision in args.precisions:
+        bench_replicas(precision, config, initial, pairs, args)
+      return
     for precision in args.precisions:
       results[precision] = bench_precision(precision, config, initial, from_records, in_memory,
                                            pairs, args)

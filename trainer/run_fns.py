@@ -214,16 +214,16 @@ def _train(fn_args: tfx.components.FnArgs, options: TrainerOptions,
     colorizer, nets, encoder = build_stage_model(fn_args, options, full_model_dir)
   keras_model = colorizer.keras_model
   learning_rate = model.learning_rate_schedule(schedule, schedule.epochs * steps)
-  training = {'strategy': distribute.describe(strategy),
-              'replicas': strategy.num_replicas_in_sync, 'global_batch': global_batch,
-              'per_replica_batch': schedule.batch_size, 'epochs': schedule.epochs,
-              'steps_per_epoch': steps, 'learning_rate': schedule.learning_rate,
-              'precision': model.resolve_precision(config.precision)}
+  how_trained = {'strategy': distribute.describe(strategy),
+                 'replicas': strategy.num_replicas_in_sync, 'global_batch': global_batch,
+                 'per_replica_batch': schedule.batch_size, 'epochs': schedule.epochs,
+                 'steps_per_epoch': steps, 'learning_rate': schedule.learning_rate,
+                 'precision': model.resolve_precision(config.precision)}
   logging.info('%s stage: %d trainable weights, %d train items, %d epochs x %d steps, batch %d '
                '(%d per replica x %d replicas; learning rate %g, not rescaled), %s, %s, %s',
                stage, len(keras_model.trainable_weights), train_count, schedule.epochs, steps,
                global_batch, schedule.batch_size, strategy.num_replicas_in_sync,
-               schedule.learning_rate, training['strategy'], training['precision'],
+               schedule.learning_rate, how_trained['strategy'], how_trained['precision'],
                config.objective)
   train_data = distributed(fn_args.train_files, training=True)
   eval_data = distributed(fn_args.eval_files, training=False) if eval_count else None
@@ -262,7 +262,7 @@ def _train(fn_args: tfx.components.FnArgs, options: TrainerOptions,
   for net, net_model in nets.items():
     _save_weights(net_model, fn_args.serving_model_dir, net)
   weights_dir = os.path.join(_model_uri(fn_args.serving_model_dir), names.WEIGHTS_DIR)
-  for name, record in ((names.HISTORY_FILE, history), (names.TRAINING_FILE, training)):
+  for name, record in ((names.HISTORY_FILE, history), (names.TRAINING_FILE, how_trained)):
     with tf.io.gfile.GFile(os.path.join(weights_dir, name), 'w') as f:
       json.dump(record, f)
   serving.export(colorizer, tf_transform_output, fn_args.serving_model_dir)

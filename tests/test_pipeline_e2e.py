@@ -708,7 +708,8 @@ def _finish(process: subprocess.Popen, log: str, timeout: float = 300):
     return code, f.read()
 
 
-def _start_workers(pipeline_root: str, job_dir: str, tmp_path, *flags: str):
+def _start_workers(pipeline_root: str, job_dir: str, tmp_path, *flags: str,
+                   worker_timeout: int = 20):
   """Two worker processes of one multi-worker full stage on 127.0.0.1, both given the output
   artifacts in job_dir as a training job's replicas are: (processes, their logs, worker
   addresses, each worker's TMPDIR)."""
@@ -719,7 +720,8 @@ def _start_workers(pipeline_root: str, job_dir: str, tmp_path, *flags: str):
     tmpdirs.append(str(tmp_path / f'tmp{index}'))
     os.makedirs(tmpdirs[-1])
     processes.append(_start_trainer(
-        pipeline_root, job_dir, '--distribution', 'multi_worker', '--worker-timeout', '20', *flags,
+        pipeline_root, job_dir, '--distribution', 'multi_worker', '--worker-timeout',
+        str(worker_timeout), *flags,
         log=logs[-1], tmpdir=tmpdirs[-1],
         tf_config={'cluster': {'worker': addresses}, 'task': {'type': 'worker', 'index': index}}))
   return processes, logs, addresses, tmpdirs
@@ -803,8 +805,9 @@ def test_two_worker_processes_write_one_model_and_match_one_process(pipeline_roo
   # the workers shard them, so the loss curve is comparable step by step.
   flags = ['--steps', '1', '--epochs', '3']
   job = str(tmp_path / 'job')
+  # A third process shares the cores: a longer wait for the other worker to come up.
   processes, logs, _, tmpdirs = _start_workers(pipeline_root, job, tmp_path, '--batch-size', '4',
-                                               *flags)
+                                               *flags, worker_timeout=90)
   alone = str(tmp_path / 'one_process')
   processes.append(_start_trainer(pipeline_root, alone, '--distribution', 'one_device',
                                   '--batch-size', '8', *flags))

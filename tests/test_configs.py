@@ -35,7 +35,7 @@ def test_views_hold_exactly_the_fields_their_component_uses():
       'image_size', 'max_boxes', 'color_space', 'include_difficult', 'min_crop_scale'}
   assert set(config.net_config().to_dict()) == {
       'image_size', 'max_boxes', 'color_space', 'width', 'precision', 'objective',
-      'annealed_temperature'}
+      'annealed_temperature', 'hints'}
   assert isinstance(config.trainer_options('full').net, NetConfig)
 
 

@@ -165,6 +165,7 @@ _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'color_space': lambda v, n: _choice(v, n, names.COLOR_SPACES),
     'include_difficult': _flag,
     'flip_augmentation': _flag,
+    'hints': _flag,
     'min_crop_scale': lambda v, n: _number(v, n, positive=True, maximum=1.0),  # 1: no crops
     'color_rebalance': lambda v, n: _number(v, n, non_negative=True, maximum=1.0),
     'backbone_init': _backbone_init,
@@ -226,6 +227,10 @@ class PipelineConfig:
   # Classification decodes ab as the mean of the class distribution sharpened by this temperature
   # (Zhang et al. 2016's annealed mean; 1: the plain mean, towards 0: the mode).
   annealed_temperature: float = 0.38
+  # User-guided colour (SIGGRAPH17; trainer/hints.py): every net also takes a sparse ab hint map
+  # and its mask, trained with hints simulated from the truth (about half the items none), and
+  # serving takes colour points and box colours. Without hints the nets colour on their own.
+  hints: bool = False
   # Stage 1's encoder (conv1-conv5, VGG16's 13 convs at width 1) starts from these weights and
   # stays frozen for its first `freeze_backbone_epochs` epochs.
   backbone_init: str = BACKBONE_NONE
@@ -276,6 +281,9 @@ class PipelineConfig:
     _check_fields(self)
     if self.color_rebalance and self.color_space != names.LAB:
       raise ConfigError(f'color_rebalance weights ab colours; it needs color_space={names.LAB!r}, '
+                        f'not {self.color_space!r}')
+    if self.hints and self.color_space != names.LAB:
+      raise ConfigError(f'hints are ab colours (SIGGRAPH17); they need color_space={names.LAB!r}, '
                         f'not {self.color_space!r}')
     if self.objective == CLASSIFICATION and self.color_space != names.LAB:
       raise ConfigError(f'objective={CLASSIFICATION!r} classifies ab colours; it needs '
@@ -391,7 +399,7 @@ TransformOptions = _view(
     "smallest training crop (which sets the size of the stored training view).")
 NetConfig = _view(
     'NetConfig', ('image_size', 'max_boxes', 'color_space', 'width', 'precision', 'objective',
-                  'annealed_temperature'),
+                  'annealed_temperature', 'hints'),
     'The shape and numerics of the colour nets (and of the serving signatures around them).')
 IngestOptions = _view(
     'IngestOptions', ('max_image_pixels', 'max_file_bytes', 'max_annotation_bytes',

@@ -6,7 +6,7 @@ from typing import Dict, Sequence, Tuple
 
 import tensorflow as tf
 
-from trainer import features, names, preprocessing
+from trainer import features, hints, names, preprocessing
 from trainer.config import NetConfig
 from trainer.names import FULL, FUSION, INSTANCE
 
@@ -63,6 +63,16 @@ def _random_mirror(inputs, target):
                                mirror(inputs, target), (inputs, target))
 
 
+def with_hints(inputs, target, simulated: bool):
+  """Adds the hints input of nets with config.hints: simulated from the item's truth (training,
+  trainer/hints.py), or none (evaluation: the automatic colour that serving without hints gives)."""
+  gray = inputs[features.GRAY] if isinstance(inputs, dict) else inputs
+  hint_map = hints.simulate(target) if simulated else hints.zeros_like_gray(gray)
+  if isinstance(inputs, dict):
+    return {**inputs, features.HINTS: hint_map}, target
+  return {features.GRAY: inputs, features.HINTS: hint_map}, target
+
+
 # Random crops stretch each side by up to this factor against the other (log-uniform).
 CROP_ASPECT_JITTER = 1.2
 
@@ -115,6 +125,7 @@ def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, n
   random window of itself (`crop_pair`, upsampled by at most 1 / min_crop_scale: Transform cuts
   instance crops from the full-resolution photo, and a view per box would cost K views). The
   fusion stage gets no crops: its instance crops and boxes would no longer match the frame.
+  With net.hints every stage's inputs become a dict holding `hints` too (`with_hints`).
   """
   if stage not in names.STAGES:
     raise ValueError(f'stage must be one of {names.STAGES}, not {stage!r}')
@@ -163,6 +174,9 @@ def make_dataset(file_patterns: Sequence[str], feature_spec: Dict, stage: str, n
         to_fusion, num_parallel_calls=tf.data.AUTOTUNE)
   if training and flip_augmentation:
     items = items.map(_random_mirror, num_parallel_calls=tf.data.AUTOTUNE)
+  if net.hints:  # after every change of view, so the hints match the pixels
+    items = items.map(lambda inputs, target: with_hints(inputs, target, simulated=training),
+                      num_parallel_calls=tf.data.AUTOTUNE)
   batches = items.batch(batch_size)
   if training:
     batches = batches.repeat()

@@ -41,6 +41,7 @@ GRAY = 'gray'
 TARGET = 'target'
 INSTANCE_GRAY = 'instance_gray'
 INSTANCE_TARGET = 'instance_target'
+HINTS = 'hints'  # [S,S,3] colour hints of nets with config.hints (trainer/hints.py)
 
 
 def view_size(image_size: int, min_crop_scale: float) -> int:

@@ -1,10 +1,16 @@
 """The colorization nets: one SIGGRAPH17-shaped backbone builder for every stage, and the fusion module.
 
-Backbone (Zhang et al. 2017, as used by InstColorization; hints unused): conv1 2x64, conv2 2x128,
+Backbone (Zhang et al. 2017, as used by InstColorization): conv1 2x64, conv2 2x128,
 conv3 3x256, conv4 3x512 (each downsampling by 2 first), conv5/conv6 3x512 dilated by 2, conv7 3x512,
 then three up blocks (4x4 stride-2 transposed conv + 3x3 shortcut conv from conv3/conv2/conv1) and a
 1x1 tanh head. Channel counts scale with `width`. The backbone is kept as named blocks ending at the
 13 fusion points so the fusion model can step through it and replace features mid-way.
+
+With `hints` (trainer/hints.py) each net also takes a [S,S,3] hint map (ab, mask). SIGGRAPH17 feeds
+it to conv1 only; here a 3x3 conv of the hint map, average-pooled to each scale, is added to the
+output of every encoder block (HINT_POINTS): the VGG16 encoder may stay frozen (stage 1 of
+`cpu_pretrained`) while the hints still reach the trainable layers. These convs start at zero and
+have no bias, so an untrained hint branch, and any net given no hints, is exactly the plain net.
 """
 from __future__ import annotations
 
@@ -16,11 +22,14 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from trainer import ab_classes, features, names, rebalance
+from trainer import ab_classes, features, hints, names, rebalance
 from trainer.config import CLASSIFICATION, HUBER, NetConfig, StageConfig
 
 # Up blocks add a 3x3 conv of an earlier feature (U-Net-like shortcut).
 SHORTCUTS = {'conv8_up': 'conv3_3', 'conv9_up': 'conv2_2', 'conv10_up': 'conv1_2'}
+# Encoder blocks whose output gets the hint branch added -> (base channels, downsampling factor).
+HINT_POINTS = {'conv1_2': (64, 1), 'conv2_2': (128, 2), 'conv3_3': (256, 4), 'conv4_3': (512, 8),
+               'conv5_3': (512, 8), 'conv6_3': (512, 8), 'conv7_3': (512, 8)}
 # Outside the union of boxes the full-image weight gets this bias (the paper's background term).
 BACKGROUND_BIAS = 1e5
 # Logit of an instance at pixels outside its own box (and of padding slots): excluded from the mix.
@@ -95,9 +104,9 @@ def _up_block(name: str, in_channels: int, shortcut_channels: int, filters: int)
 
 
 class ColorNet:
-  """One colorization net as named blocks; `model` is the plain gray -> net output keras.Model
-  (`to_color` turns its output into colour). Computes in the config's precision; the head's
-  output is float32."""
+  """One colorization net as named blocks; `model` is the keras.Model from gray (and, with
+  config.hints, {gray, hints}) to the net output (`to_color` turns it into colour). Computes in the
+  config's precision; the head's output is float32."""
 
   def __init__(self, config: NetConfig, role: str):
     with precision_scope(config.precision):
@@ -148,29 +157,62 @@ class ColorNet:
       head = [keras.layers.Conv2D(output_channels(config), 1, name=f'{role}_out', dtype='float32'),
               keras.layers.Activation('tanh', name=f'{role}_tanh', dtype='float32')]
     self.head = seq('out', head)
-    gray = keras.Input([config.image_size, config.image_size, 1], name=features.GRAY)
-    self.model = keras.Model(gray, self(gray)[0], name=role)
+    self.hint_convs: Dict[str, keras.layers.Conv2D] = {}
+    if config.hints:
+      self.hint_convs = {
+          point: keras.layers.Conv2D(c(base), 3, padding='same', use_bias=False,
+                                     kernel_initializer='zeros', name=f'{role}_hint_{point}')
+          for point, (base, _) in HINT_POINTS.items()}
+      self.hint_pool = keras.layers.AveragePooling2D(2, name=f'{role}_hint_pool')
+    s = config.image_size
+    gray = keras.Input([s, s, 1], name=features.GRAY)
+    if config.hints:
+      hint_map = keras.Input([s, s, hints.CHANNELS], name=features.HINTS)
+      self.model = keras.Model({features.GRAY: gray, features.HINTS: hint_map},
+                               self(gray, hint_map)[0], name=role)
+    else:
+      self.model = keras.Model(gray, self(gray)[0], name=role)
 
-  def features(self, gray, fuse: Optional[Callable] = None) -> Dict[str, tf.Tensor]:
-    """Runs the blocks (not the head); `fuse(point, feature)` may replace each fusion-point
-    feature. Returns {point: feature}, in network order."""
+  def _hint_features(self, hint_map) -> Dict[str, tf.Tensor]:
+    """{point: what the hint branch adds there}; zero hints (or none given) add exactly 0."""
+    if hint_map is None:
+      return {}
+    pyramid = {1: hint_map}
+    for factor in (2, 4, 8):
+      pyramid[factor] = self.hint_pool(pyramid[factor // 2])
+    return {point: conv(pyramid[HINT_POINTS[point][1]]) for point, conv in self.hint_convs.items()}
+
+  def features(self, gray, hint_map=None, fuse: Optional[Callable] = None) -> Dict[str, tf.Tensor]:
+    """Runs the blocks (not the head), with the hint branch when the net has one and `hint_map`
+    [B,S,S,3] is given; `fuse(point, feature)` may replace each fusion-point feature. Returns
+    {point: feature}, in network order."""
     feats = {}
+    added = self._hint_features(hint_map) if self.hint_convs else {}
     x = gray
     for point, block in self.blocks.items():
       x = block([x, feats[SHORTCUTS[point]]]) if point in SHORTCUTS else block(x)
+      if point in added:
+        x = x + tf.cast(added[point], x.dtype)
       if fuse is not None:
         x = fuse(point, x)
       feats[point] = x
     return feats
 
-  def __call__(self, gray, fuse: Optional[Callable] = None):
+  def __call__(self, gray, hint_map=None, fuse: Optional[Callable] = None):
     """Returns (colour output, {point: feature}); see `features`."""
-    feats = self.features(gray, fuse)
+    feats = self.features(gray, hint_map, fuse)
     return self.head(feats[names.FUSION_POINTS[-1]]), feats
+
+  def model_inputs(self, gray, hint_map=None):
+    """What `model` takes: gray, or {gray, hints} (zero hints when none are given)."""
+    if not self.config.hints:
+      return gray
+    return {features.GRAY: gray,
+            features.HINTS: hints.zeros_like_gray(gray) if hint_map is None else hint_map}
 
   @property
   def layers(self):
-    return list(self.blocks.values()) + [self.head]
+    return list(self.blocks.values()) + [self.head] + list(self.hint_convs.values())
 
   def conv(self, name: str) -> keras.layers.Conv2D:
     """The conv layer `conv<block>_<i>` (e.g. 'conv1_1')."""
@@ -374,7 +416,8 @@ class FusionLayer(keras.layers.Layer):
 
 
 class FusionNet:
-  """The stage-3 model: instance net on the crops, full-image net with FusionLayers at the points."""
+  """The stage-3 model: instance net on the crops, full-image net with FusionLayers at the points.
+  With config.hints it also takes the frame's hints; each crop gets the hints inside its box."""
 
   INPUTS = (features.GRAY, features.INSTANCE_GRAY, features.BOXES, features.BOX_MASK)
 
@@ -394,13 +437,31 @@ class FusionNet:
         features.BOXES: keras.Input([k, 4], name=features.BOXES),
         features.BOX_MASK: keras.Input([k], name=features.BOX_MASK),
     }
+    if config.hints:
+      inputs[features.HINTS] = keras.Input([s, s, hints.CHANNELS], name=features.HINTS)
+    hint_map = inputs.get(features.HINTS)
     crops = tf.reshape(inputs[features.INSTANCE_GRAY], [-1, s, s, 1])
-    _, instance_feats = instance(crops)
-    out = self._fused(inputs[features.GRAY], instance_feats, inputs[features.BOXES],
+    flat_boxes = tf.reshape(inputs[features.BOXES], [-1, 4])
+    _, instance_feats = instance(crops, self._crop_hints(hint_map, flat_boxes,
+                                                         tf.range(tf.shape(flat_boxes)[0]) // k))
+    out = self._fused(inputs[features.GRAY], hint_map, instance_feats, inputs[features.BOXES],
                       inputs[features.BOX_MASK])
     self.model = keras.Model(inputs, out, name='fusion')
 
-  def _fused(self, gray, instance_feats: Dict[str, tf.Tensor], boxes, box_mask, slots=None):
+  @property
+  def inputs(self) -> Sequence[str]:
+    """The keys of `model`'s input dict."""
+    return self.INPUTS + ((features.HINTS,) if self.config.hints else ())
+
+  def _crop_hints(self, hint_map, boxes, image_index):
+    """The hints inside each box [N,4] of frame image_index [N], mapped into its crop; None
+    without hints."""
+    if hint_map is None:
+      return None
+    return hints.in_boxes(hint_map, boxes, image_index, self.config.image_size)
+
+  def _fused(self, gray, hint_map, instance_feats: Dict[str, tf.Tensor], boxes, box_mask,
+             slots=None):
     """The full-image net with the instance features mixed in at the fusion points: features of
     every slot ([B*K,h,w,C] per point), or of the `slots` [R] only (see FusionLayer)."""
     extra = [] if slots is None else [slots]
@@ -410,13 +471,16 @@ class FusionNet:
         return x
       return self.fusion_layers[point]([x, instance_feats[point], boxes, box_mask, *extra])
 
-    return self.full(gray, fuse=fuse)[0]
+    return self.full(gray, hint_map, fuse=fuse)[0]
 
-  def fused_real_boxes(self, gray, crops, boxes, box_mask, slots) -> tf.Tensor:
+  def fused_real_boxes(self, gray, hint_map, crops, boxes, box_mask, slots) -> tf.Tensor:
     """The fused output with the instance net run on `crops` [R,S,S,1] only, the crops of the
     flat slots `slots` [R] (b*K+k) of the [B,K] boxes."""
+    crop_hints = self._crop_hints(hint_map, tf.gather(tf.reshape(boxes, [-1, 4]), slots),
+                                  slots // self.config.max_boxes)
     # Features only: the instance head's colours are never mixed in.
-    return self._fused(gray, self.instance.features(crops), boxes, box_mask, slots)
+    return self._fused(gray, hint_map, self.instance.features(crops, crop_hints), boxes,
+                       box_mask, slots)
 
   @tf.autograph.experimental.do_not_convert
   def predict_real_boxes(self, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
@@ -428,12 +492,15 @@ class FusionNet:
     bit for bit). A graph-level tf.cond: the SavedModel keeps fixed signatures, no Python logic.
     """
     gray, boxes, mask = inputs[features.GRAY], inputs[features.BOXES], inputs[features.BOX_MASK]
+    hint_map = inputs.get(features.HINTS) if self.config.hints else None
+    if self.config.hints and hint_map is None:
+      hint_map = hints.zeros_like_gray(gray)
     # Flat b*K+k indices of the real boxes.
     slots = tf.cast(tf.where(tf.reshape(mask, [-1]) > 0)[:, 0], tf.int32)
     crops = tf.gather(tf.reshape(inputs[features.INSTANCE_GRAY], [-1, *gray.shape[1:]]), slots)
     return tf.cond(tf.size(slots) > 0,
-                   lambda: self.fused_real_boxes(gray, crops, boxes, mask, slots),
-                   lambda: self.full(gray)[0])
+                   lambda: self.fused_real_boxes(gray, hint_map, crops, boxes, mask, slots),
+                   lambda: self.full(gray, hint_map)[0])
 
   def fusion_weights(self):
     return [w for layer in self.fusion_layers.values() for w in layer.weights]

@@ -92,6 +92,8 @@ def _variables_sha256(saved_model_dir: str) -> str:
 def _copy_net(net: model.ColorNet, blocks_from: model.ColorNet, head_from: model.ColorNet) -> None:
   for point, block in net.blocks.items():
     block.set_weights(blocks_from.blocks[point].get_weights())
+  for point, conv in net.hint_convs.items():  # the hint branch belongs with the blocks
+    conv.set_weights(blocks_from.hint_convs[point].get_weights())
   net.head.set_weights(head_from.head.get_weights())
 
 

@@ -11,6 +11,12 @@
       image's ab scaled by its saturation, kept displayable with its hue and L (color.saturate);
       1 is serving_default's output.
   colorize_images(images [B] string) -> the same, without boxes.
+  colorize_with_hints(images, boxes, hints [B,P,6] float, box_colors [B,N,4] float, saturation)
+      (models trained with hints only) -> the same, steered by colour hints in user terms: each
+      hints row is (y, x, r, g, b, present): a point, normalised in the upright frame, and its sRGB
+      colour in [0, 1]; present 1 for a hint, 0 for a padding row. box_colors row i is
+      (r, g, b, present), the colour of boxes row i (placed at hints.BOX_POINTS inside the box).
+      Out-of-range values are refused. No hints is serving_default's output.
   evaluate(examples [B] serialized raw tf.Example) -> {prediction [B,S,S,C]}       (for TFMA)
   transform_features(examples) -> decoded tensors + `label` (see trainer/metrics.py) (for TFMA)
 """
@@ -27,7 +33,7 @@ import tf_keras as keras
 
 from tfx.utils import path_utils
 
-from trainer import color, features, metrics, model, names, orientation, preprocessing
+from trainer import color, features, hints, metrics, model, names, orientation, preprocessing
 from trainer.config import ConfigError, NetConfig
 
 _JPEG_MAGIC = b'\xff\xd8\xff'
@@ -58,9 +64,12 @@ def decode_rgb(image_bytes: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
   return tf.image.convert_image_dtype(pixels, tf.float32)
 
 
-def prepare(image_bytes: tf.Tensor, boxes: tf.Tensor, index: tf.Tensor,
-            config: NetConfig) -> Dict[str, tf.Tensor]:
-  """One request image -> the fusion net's inputs (gray, instance_gray, boxes, box_mask)."""
+def prepare(image_bytes: tf.Tensor, boxes: tf.Tensor, index: tf.Tensor, config: NetConfig,
+            hint_rows: Optional[tf.Tensor] = None,
+            box_colors: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+  """One request image -> the fusion net's inputs (gray, instance_gray, boxes, box_mask, and with
+  config.hints the hint map of `hint_rows` [P,6] and `box_colors` [N,4], see the module
+  docstring)."""
   s, k = config.image_size, config.max_boxes
   rgb = decode_rgb(image_bytes, index)
   boxes = tf.clip_by_value(tf.reshape(boxes, [-1, 4]), 0.0, 1.0)
@@ -69,13 +78,59 @@ def prepare(image_bytes: tf.Tensor, boxes: tf.Tensor, index: tf.Tensor,
   count = tf.shape(chosen)[0]
   crops = tf.map_fn(lambda box: color.lightness(preprocessing.crop(rgb, box, s)), chosen,
                     fn_output_signature=tf.TensorSpec([s, s, 1], tf.float32))
-  return {
+  prepared = {
       features.GRAY: color.normalize_l(color.lightness(preprocessing.resize(rgb, s))),
       features.INSTANCE_GRAY: tf.pad(color.normalize_l(crops),
                                      [[0, k - count], [0, 0], [0, 0], [0, 0]]),
       features.BOXES: tf.pad(chosen, [[0, k - count], [0, 0]]),
       features.BOX_MASK: tf.sequence_mask(count, k, dtype=tf.float32),
   }
+  if config.hints:
+    prepared[features.HINTS] = hint_map(hint_rows, boxes, real, box_colors, s)
+  return prepared
+
+
+def hint_map(hint_rows: Optional[tf.Tensor], boxes: tf.Tensor, real: tf.Tensor,
+             box_colors: Optional[tf.Tensor], image_size: int) -> tf.Tensor:
+  """A request's points [P,6] and the colours [N,4] of its (clipped) boxes [N,4] (`real`: not a
+  zero-area padding row) -> the [S,S,3] hint map."""
+  rows = tf.zeros([0, 6]) if hint_rows is None else tf.reshape(hint_rows, [-1, 6])
+  per_box = len(hints.BOX_POINTS)
+  if box_colors is None:
+    box_colors = tf.zeros([tf.shape(boxes)[0], 4])
+  box_colors = tf.reshape(box_colors, [-1, 4])
+  box_present = box_colors[:, 3] * tf.cast(real, tf.float32)
+  points = tf.concat([rows[:, :2], hints.box_points(boxes)], axis=0)
+  colors = tf.concat([rows[:, 2:5], tf.repeat(box_colors[:, :3], per_box, axis=0)], axis=0)
+  present = tf.concat([rows[:, 5], tf.repeat(box_present, per_box)], axis=0)
+  return hints.render(points, hints.srgb_to_ab(colors), present, image_size)
+
+
+def _check_hints(hint_rows: tf.Tensor, box_colors: tf.Tensor, boxes: tf.Tensor,
+                 count: tf.Tensor) -> list:
+  """Assertions refusing malformed hints (InvalidArgument naming the input and the rule)."""
+  def unit(values):
+    return tf.reduce_all(tf.logical_and(values >= 0.0, values <= 1.0))
+
+  def flag(values):
+    return tf.reduce_all(tf.logical_or(tf.equal(values, 0.0), tf.equal(values, 1.0)))
+
+  present = hint_rows[..., 5:] > 0
+  return [
+      tf.debugging.assert_equal(tf.shape(hint_rows)[0], count,
+                                message='hints needs one row list per image'),
+      tf.debugging.assert_equal(tf.shape(box_colors)[:2], tf.shape(boxes)[:2],
+                                message='box_colors needs one row per boxes row'),
+      tf.debugging.Assert(flag(hint_rows[..., 5]), ['hints: present (column 6) must be 0 or 1']),
+      tf.debugging.Assert(unit(tf.where(present, hint_rows[..., :2], 0.0)),
+                          ['hints: y and x (columns 1-2) must be in [0, 1] (normalised)']),
+      tf.debugging.Assert(unit(tf.where(present, hint_rows[..., 2:5], 0.0)),
+                          ['hints: r, g, b (columns 3-5) must be in [0, 1] (sRGB)']),
+      tf.debugging.Assert(flag(box_colors[..., 3]), ['box_colors: present (column 4) must be 0 '
+                                                     'or 1']),
+      tf.debugging.Assert(unit(tf.where(box_colors[..., 3:] > 0, box_colors[..., :3], 0.0)),
+                          ['box_colors: r, g, b (columns 1-3) must be in [0, 1] (sRGB)']),
+  ]
 
 
 def predicted_ab(prediction: tf.Tensor, color_space: str) -> tf.Tensor:
@@ -119,29 +174,52 @@ class Colorizer:
     self._predict = predict or (lambda prepared: keras_model(self.model_inputs(prepared)))
 
   def model_inputs(self, decoded: Dict[str, tf.Tensor]):
+    """What the keras model takes from decoded or prepared tensors: gray, or a dict (the fusion
+    net's inputs; with config.hints the hints, zeros when `decoded` has none)."""
+    hint_map = decoded.get(features.HINTS)
+    if self.config.hints and hint_map is None:
+      hint_map = hints.zeros_like_gray(decoded[features.GRAY])
     if self.stage == names.FUSION:
-      return {k: decoded[k] for k in model.FusionNet.INPUTS}
-    return decoded[features.GRAY]
+      inputs = {k: decoded[k] for k in model.FusionNet.INPUTS}
+    elif self.config.hints:
+      inputs = {features.GRAY: decoded[features.GRAY]}
+    else:
+      return decoded[features.GRAY]
+    if self.config.hints:
+      inputs[features.HINTS] = hint_map
+    return inputs
 
   def predict_color(self, prepared: Dict[str, tf.Tensor]) -> tf.Tensor:
     """Prepared inputs -> the colour prediction in the target encoding (float32)."""
     return model.to_color(self._predict(prepared), self.config)
 
-  def prepare_batch(self, images: tf.Tensor, boxes: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """images [B] bytes, boxes [B,N,4] -> the fusion inputs (gray, instance_gray, boxes, mask)."""
+  def prepare_batch(self, images: tf.Tensor, boxes: tf.Tensor, hint_rows: Optional[tf.Tensor] = None,
+                    box_colors: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+    """images [B] bytes, boxes [B,N,4] (hints [B,P,6], box_colors [B,N,4]) -> the fusion inputs
+    (gray, instance_gray, boxes, mask; hints with config.hints)."""
     s, k = self.config.image_size, self.config.max_boxes
     images = tf.reshape(images, [-1])
+    count = tf.shape(images)[0]
     spec = {features.GRAY: tf.TensorSpec([s, s, 1], tf.float32),
             features.INSTANCE_GRAY: tf.TensorSpec([k, s, s, 1], tf.float32),
             features.BOXES: tf.TensorSpec([k, 4], tf.float32),
             features.BOX_MASK: tf.TensorSpec([k], tf.float32)}
-    return tf.map_fn(lambda e: prepare(e[0], e[1], e[2], self.config),
-                     (images, boxes, tf.range(tf.shape(images)[0])), fn_output_signature=spec)
+    if self.config.hints:
+      spec[features.HINTS] = tf.TensorSpec([s, s, hints.CHANNELS], tf.float32)
+    if hint_rows is None:
+      hint_rows = tf.zeros([count, 0, 6])
+    if box_colors is None:
+      box_colors = tf.zeros(tf.concat([tf.shape(boxes)[:2], [4]], 0))
+    return tf.map_fn(lambda e: prepare(e[0], e[1], e[2], self.config, e[3], e[4]),
+                     (images, boxes, tf.range(count), hint_rows, box_colors),
+                     fn_output_signature=spec)
 
   def colorize(self, images: tf.Tensor, boxes: tf.Tensor,
-               saturation: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
-    """images [B] bytes, boxes [B,N,4], saturation [B] (default ones) -> {colorized [B] PNG,
-    ab [B,S,S,2]} (module docstring); `ab` is the net's, before any saturation."""
+               saturation: Optional[tf.Tensor] = None, hint_rows: Optional[tf.Tensor] = None,
+               box_colors: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+    """images [B] bytes, boxes [B,N,4], saturation [B] (default ones), hints [B,P,6] and
+    box_colors [B,N,4] (default none) -> {colorized [B] PNG, ab [B,S,S,2]} (module docstring);
+    `ab` is the net's, before any saturation."""
     images = tf.reshape(images, [-1])
     count = tf.shape(images)[0]
     if saturation is None:
@@ -152,18 +230,23 @@ class Colorizer:
         tf.debugging.assert_non_negative(saturation, message='saturation must be >= 0'),
         tf.debugging.assert_less_equal(saturation, names.MAX_SATURATION,
                                        message=f'saturation must be <= {names.MAX_SATURATION:g}')]
+    if hint_rows is not None:
+      checks += _check_hints(hint_rows, box_colors, boxes, count)
     with tf.control_dependencies(checks):
       saturation = tf.reshape(saturation, [-1])
-    ab = predicted_ab(self.predict_color(self.prepare_batch(images, boxes)),
-                      self.config.color_space)
+      if hint_rows is not None:
+        hint_rows, box_colors = tf.identity(hint_rows), tf.identity(box_colors)
+    prepared = self.prepare_batch(images, boxes, hint_rows, box_colors)
+    ab = predicted_ab(self.predict_color(prepared), self.config.color_space)
     pngs = tf.map_fn(lambda e: recombine(e[0], e[1], e[2], e[3]),
                      (images, ab, tf.range(count), saturation),
                      fn_output_signature=tf.TensorSpec([], tf.string))
     return {'colorized': pngs, 'ab': ab}
 
   def image_signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
-    """serving_default(images, boxes), colorize_with_saturation(images, boxes, saturation) and
-    colorize_images(images)."""
+    """serving_default(images, boxes), colorize_with_saturation(images, boxes, saturation),
+    colorize_images(images) and, for nets with hints, colorize_with_hints(images, boxes, hints,
+    box_colors, saturation)."""
     # autograph=False: plain tensor code; converting every nested Keras call only costs export
     # time (about half of it for the fusion model).
     images = tf.TensorSpec([None], tf.string, name='images')
@@ -185,9 +268,19 @@ class Colorizer:
     def colorize_images(images):
       return self.colorize(images, tf.zeros([tf.shape(images)[0], 0, 4]))
 
-    return {'serving_default': serving_default,
-            'colorize_with_saturation': colorize_with_saturation,
-            'colorize_images': colorize_images}
+    signatures = {'serving_default': serving_default,
+                  'colorize_with_saturation': colorize_with_saturation,
+                  'colorize_images': colorize_images}
+    if self.config.hints:
+      @tf.function(input_signature=[
+          images, boxes, tf.TensorSpec([None, None, 6], tf.float32, name='hints'),
+          tf.TensorSpec([None, None, 4], tf.float32, name='box_colors'),
+          tf.TensorSpec([None], tf.float32, name='saturation')], autograph=False)
+      def colorize_with_hints(images, boxes, hints, box_colors, saturation):  # noqa: F811
+        return self.colorize(images, boxes, saturation, hints, box_colors)
+
+      signatures['colorize_with_hints'] = colorize_with_hints
+    return signatures
 
 
 def evaluation_signatures(colorizer: Colorizer, tf_transform_output: tft.TFTransformOutput
@@ -242,7 +335,8 @@ def load_net_record(path: str) -> Tuple[str, NetConfig]:
                             'recorded its net; run the pipeline again to export it anew')
   with tf.io.gfile.GFile(record) as f:
     raw = json.load(f)
-  return raw['stage'], NetConfig.from_dict(raw['net'])
+  # Records written before nets could take hints.
+  return raw['stage'], NetConfig.from_dict({'hints': False, **raw['net']})
 
 
 def resolve_saved_model(path: str) -> str:
@@ -265,7 +359,7 @@ def resolve_saved_model(path: str) -> str:
 
 # What a net's weights depend on (the rest, such as image_size, max_boxes or precision, only
 # changes how they are run).
-ARCHITECTURE_FIELDS = ('width', 'color_space', 'objective')
+ARCHITECTURE_FIELDS = ('width', 'color_space', 'objective', 'hints')
 
 
 def check_architecture(model_dir: str, net: NetConfig) -> Tuple[str, NetConfig]:

@@ -2,11 +2,12 @@
 
   python pipeline_runner.py run [--preset cpu] [--data-dir VOCdevkit/VOC2012 | PHOTOS --detector FILE] [--init-model DIR] [--pipeline-root DIR]
   python pipeline_runner.py colorize IMAGE... --model DIR [--boxes FILE | --detector HANDLE] --out DIR
-                                    [--saturation S] [--format png|jpg] [--skip-existing]
+                                    [--hints FILE] [--saturation S] [--format png|jpg]
+                                    [--skip-existing]
   python pipeline_runner.py compile --image IMAGE --pipeline-root gs://... --data-dir gs://...
   python pipeline_runner.py replay pipeline.json --pipeline-root DIR
   python pipeline_runner.py lineage [--model latest|ARTIFACT_ID] [--json]
-  python pipeline_runner.py evaluate --model DIR --data-dir VOC_DIR [--split val] --out DIR
+  python pipeline_runner.py evaluate --model DIR --data-dir VOC_DIR [--split val] [--hints 0,1,5] --out DIR
   python pipeline_runner.py export --model DIR --format tflite [--quantize float16] --out m.tflite
 """
 from __future__ import annotations
@@ -240,11 +241,19 @@ def cmd_colorize(args: argparse.Namespace) -> int:
 
   detector = _detector(args)
   boxes = colorize.load_boxes_file(args.boxes) if args.boxes else None
+  hints = None
+  if args.hints:
+    from tools import hints_file
+    try:
+      hints = hints_file.load(args.hints)
+    except hints_file.HintsError as e:  # one line naming the photo and the field
+      raise UsageError(f'--hints {e}') from None
   with quiet.quiet_stderr(not args.verbose):
     outcome = colorize.colorize_files(
         args.model, args.images, args.out, boxes=boxes, detector=detector,
         batch_size=args.batch_size, side_by_side=args.side_by_side, saturation=args.saturation,
-        image_format=args.format, quality=args.quality, skip_existing=args.skip_existing)
+        image_format=args.format, quality=args.quality, skip_existing=args.skip_existing,
+        hints=hints)
   if outcome.interrupted:
     return 130  # as a shell reports a Ctrl-C
   return 1 if outcome.failed else 0
@@ -258,7 +267,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
   detector = _detector(args)
   with quiet.quiet_stderr(not args.verbose):
     result = evaluate.evaluate(args.model, data_dir, args.out, split=args.split,
-                               detector=detector)
+                               detector=detector, hint_counts=args.hints)
   print(evaluate.format_table(result))
   print(f"wrote {os.path.join(args.out, 'metrics.json')}, per_image.csv and "
         f"{len(result['gallery'])} gallery page(s) to {args.out}")
@@ -278,6 +287,18 @@ def _bounded_number(kind, low, high, what):
 
 
 _saturation = _bounded_number(float, 0.0, names.MAX_SATURATION, 'saturation')
+
+
+def _hint_counts(text: str) -> List[int]:
+  """'0,1,2,5,10,20' -> [0, 1, 2, 5, 10, 20]."""
+  try:
+    counts = [int(part) for part in text.split(',') if part.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'{text!r} is not a list of hint counts like 0,1,2,5,10,20'
+                                     ) from None
+  if not counts or min(counts) < 0:
+    raise argparse.ArgumentTypeError(f'hint counts must be integers >= 0, got {text!r}')
+  return counts
 _jpeg_quality = _bounded_number(int, 1, 100, 'JPEG quality')
 
 
@@ -398,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help='TFLite SSD file (.tflite), or tensorflow_hub handle or local SavedModel '
                           'of a TF Object Detection API detector (detection_boxes, '
                           'detection_scores)')
+  paint.add_argument('--hints', metavar='FILE',
+                     help='colour hints for a model trained with hints: JSON {"photo.jpg": '
+                          '{"points": [[y, x, "#aa3311"], ...], "boxes": [[ymin, xmin, ymax, '
+                          'xmax, "red"], ...]}} (normalised, upright; "#rgb", "#rrggbb" or a '
+                          'colour name); boxes with a colour also join the photo\'s boxes')
   paint.add_argument('--batch-size', type=int, default=8,
                      help='images per call of the model (default: %(default)s)')
   paint.add_argument('--side-by-side', action='store_true',
@@ -427,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
   score.add_argument('--detector', metavar='HANDLE',
                      help='also score fusion with this detector\'s boxes (TFLite SSD file, '
                           'tensorflow_hub handle or local SavedModel)')
+  score.add_argument('--hints', type=_hint_counts, default=[], metavar='COUNTS',
+                     help='also score with this many colour hints per photo, e.g. 0,1,2,5,10,20 '
+                          '(random points with the truth\'s colour, the same for every model; '
+                          'models trained with hints): table, metrics.json, psnr_vs_hints.png')
   score.add_argument('--out', required=True,
                      help='folder for metrics.json, per_image.csv and gallery pages')
   score.set_defaults(func=cmd_evaluate)

@@ -3,6 +3,7 @@
   .venv/bin/python bench/quality.py [--preset cpu] [--set key=value ...] [--pipeline-root DIR]
                                    [--data imagenet1k|raccoon | --data-dir DIR] [--baseline DIR]
                                    [--detector FILE|HANDLE [--score-threshold 0.5]]
+                                   [--hints 0,1,2,5,10,20]
 
 Runs the whole pipeline (pipeline_runner.py run) on ../shared/data/imagenet1k (827 varied photos,
 727 train / 100 val, detector boxes) or, with --data raccoon, ../shared/data/raccoon (its own
@@ -16,6 +17,8 @@ the scoring runs again).
 per photo: the mean PSNR difference of each variant and its standard error over the photos. On 40
 photos one run against another differs by about +-0.2 to 0.3 dB of standard error, so a lever
 that moves the mean less than about twice that is not distinguishable from run-to-run noise.
+--hints COUNTS (a preset run with `--set hints=True`) adds evaluate's PSNR-vs-hints table; with
+--baseline, the hint variants are paired too when the baseline has them.
 It also compares the two runs at matched colourfulness: each variant's PSNR gain over gray at the
 CF of the more colourful run, read off the other's saturation frontier (see `evaluate`), since a
 lever can raise the plain gain just by giving up colour.
@@ -113,6 +116,8 @@ def main() -> None:
   parser.add_argument('--detector', metavar='FILE|HANDLE',
                       help='also score fusion with this detector\'s boxes (evaluate --detector)')
   parser.add_argument('--score-threshold', type=float, default=0.5)
+  parser.add_argument('--hints', default='', metavar='COUNTS',
+                      help='hint counts to score, e.g. 0,1,2,5,10,20 (models trained with hints)')
   parser.add_argument('--pipeline-root', default=os.path.join(tempfile.gettempdir(),
                                                               'instcolor_quality'))
   parser.add_argument('--baseline', help='an earlier run\'s quality folder or pipeline root: '
@@ -137,8 +142,9 @@ def main() -> None:
   out = os.path.join(args.pipeline_root, 'quality')
   detector = (detectors.load_detector(args.detector, args.score_threshold)
               if args.detector else None)
+  hint_counts = [int(c) for c in args.hints.split(',') if c.strip()]
   result = evaluate.evaluate(path_utils.serving_model_path(fusion), args.data_dir, out,
-                             detector=detector)
+                             detector=detector, hint_counts=hint_counts)
   scored = time.perf_counter()
   print(f'\npreset {args.preset} {" ".join(args.set)}, trained on the train split, scored on '
         f'the val split ({os.cpu_count()} cores)')

@@ -3,6 +3,7 @@
   .venv/bin/python bench/serve.py [--widths 0.25 1.0] [--repeats 5] [--precisions ...]
   .venv/bin/python bench/serve.py --trained FUSION_MODEL_DIR --preset cpu [--data-dir VOC]
   .venv/bin/python bench/serve.py --tflite [--widths 1.0] [--pushed SERVING_DIR]
+  .venv/bin/python bench/serve.py --hints [--widths 0.25 1.0]
 
 For each width and precision (default: float32 and what `auto` picks here, when that differs), the
 fusion net is built untrained at 256^2, K=8 (weight values do not change latency) and exported
@@ -21,6 +22,12 @@ width (untrained nets at 256^2, K=8, as above) or for one pushed model (--pushed
 and the latency of one request with 0 and K boxes (JPEG in, PNG out for both: the export runs
 with the serving signature's own pre- and post-processing), against the SavedModel in float32 and
 in what `auto` picks here. Goals: float16 file <= 0.5x the SavedModel, latency <= 1.2x.
+
+--hints: what colour hints cost a request of a net trained with them (goal <= 1.05x): per width
+and precision, untrained nets at 256^2, K=8 as above, the hint net's colorize_with_hints with 10
+points (and, with boxes, a colour for every box) against the same request without hints
+(serving_default), and against the net without the hint branch (hints=False), with 0, 2 and 8
+boxes.
 
 --trained: the fusion Trainer's Model artifact (its weights/fusion.h5) of a run with --preset's
 net, exported once per precision, each scored by `evaluate` on the val photos of --data-dir (the
@@ -85,7 +92,8 @@ def request_gflop(fusion: model.FusionNet, boxes: int) -> float:
   if boxes == 0:
     return profiled_gflop(lambda g: fusion.full(g)[0], gray)
   return profiled_gflop(
-      fusion.fused_real_boxes, gray, tf.TensorSpec([boxes, s, s, 1], tf.float32),
+      lambda g, c, b, m, slots: fusion.fused_real_boxes(g, None, c, b, m, slots),
+      gray, tf.TensorSpec([boxes, s, s, 1], tf.float32),
       tf.TensorSpec([1, k, 4], tf.float32), tf.TensorSpec([1, k], tf.float32),
       tf.TensorSpec([boxes], tf.int32))
 
@@ -131,6 +139,45 @@ def bench_width(width: float, precision: str, image: tf.Tensor, repeats: int) ->
       roofline_ms = 1000 * gflop / throughput
       print(f'  {count:>5} | {gflop:7.2f} | {ms:7.0f} | {gflop / (ms / 1000):7.1f} | '
             f'{roofline_ms:11.0f} | {ms / roofline_ms:.2f}', flush=True)
+
+
+# The hinted request of --hints: this many points (SIGGRAPH17's curve reaches most of its gain).
+BENCH_HINT_POINTS = 10
+
+
+def bench_hints(width: float, precision: str, image: tf.Tensor, repeats: int) -> None:
+  """Latency of colorize_with_hints against the same request without hints (module docstring)."""
+  times = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for with_hints in (False, True):
+      config = PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES,
+                              precision=precision, hints=with_hints).net_config()
+      path = os.path.join(tmp, str(with_hints))
+      export(fusion_net(config), config, path)
+      signatures = tf.saved_model.load(path).signatures
+      for count in BOX_COUNTS:
+        boxes = request_boxes(count)
+        times[with_hints, count, 'plain'] = _median_ms(
+            lambda: signatures['serving_default'](images=image, boxes=boxes), repeats)
+        if with_hints:
+          rng = np.random.default_rng(0)
+          points = np.concatenate([rng.random([1, BENCH_HINT_POINTS, 5]),
+                                   np.ones([1, BENCH_HINT_POINTS, 1])], -1).astype(np.float32)
+          colors = tf.constant(np.concatenate([np.full([1, count, 3], 0.6),
+                                               np.ones([1, count, 1])], -1), tf.float32)
+          times[True, count, 'hints'] = _median_ms(
+              lambda: signatures['colorize_with_hints'](
+                  images=image, boxes=boxes, hints=tf.constant(points), box_colors=colors,
+                  saturation=tf.ones([1])), repeats)
+  print(f'width {width}, {precision}: ms per request (goal: hints <= 1.05x the same request '
+        'without)', flush=True)
+  print(f"  {'boxes':>5} | {'hint-free net':>13} | {'hint net, no hints':>18} | "
+        f"{BENCH_HINT_POINTS} hints{' + box colours':<14} | hints / no hints | hint net / hint-free")
+  for count in BOX_COUNTS:
+    free, plain, hinted = (times[False, count, 'plain'], times[True, count, 'plain'],
+                           times[True, count, 'hints'])
+    print(f'  {count:>5} | {free:13.0f} | {plain:18.0f} | {hinted:22.0f} | '
+          f'{hinted / plain:16.3f} | {plain / free:.3f}', flush=True)
 
 
 def _exported(fusion: model.FusionNet, config, path: str, precision: str) -> str:
@@ -235,6 +282,8 @@ def main() -> None:
                       help='the TFLite export against the SavedModel: size and latency')
   parser.add_argument('--quantizations', nargs='+', default=['float16'],
                       choices=['none', 'float16', 'dynamic'])
+  parser.add_argument('--hints', action='store_true',
+                      help='what colour hints cost a request (colorize_with_hints)')
   parser.add_argument('--pushed', metavar='SERVING_DIR',
                       help='with --tflite: this pushed model instead of untrained nets')
   args = parser.parse_args()
@@ -263,7 +312,10 @@ def main() -> None:
                      image.numpy()[0], args.repeats, args.quantizations)
       continue
     for precision in args.precisions:
-      bench_width(width, precision, image, args.repeats)
+      if args.hints:
+        bench_hints(width, precision, image, args.repeats)
+      else:
+        bench_width(width, precision, image, args.repeats)
 
 
 if __name__ == '__main__':

@@ -669,6 +669,46 @@ def test_fine_tuning_starts_every_stage_from_the_pushed_model(pipeline_root, dat
   assert lineage.count(f'started from the fusion model {pushed}') == 3  # all three Trainers
 
 
+def test_a_pipeline_with_hints_trains_every_stage_with_them_and_serves_them(data_root, tmp_path,
+                                                                             capsys):
+  """hints=True: every stage's net has the hint branch (stage 3's frozen nets are stage 1-2's,
+  bit for bit), the pushed model takes hints, and `evaluate --hints` writes its table, metrics and
+  plot."""
+  import json
+
+  import pipeline_runner
+  from trainer import model, serving
+
+  root = str(tmp_path / 'hinted')
+  config = CONFIG.replace(hints=True)
+  run_pipeline(root, data_root, config=config)
+  store = metadata.open_store(root)
+  uris = {stage: metadata.latest_outputs(store, names.TRAINERS[stage])['model'][0].uri
+          for stage in names.STAGES}
+  for stage, net in ((names.FULL, 'full'), (names.INSTANCE, 'instance')):
+    trained = model.ColorNet(config.net_config(), net)
+    trained.model.load_weights(names.weights_file(uris[stage], net))
+    frozen = model.ColorNet(config.net_config(), net)
+    frozen.model.load_weights(names.weights_file(uris[names.FUSION], net))
+    assert trained.hint_convs
+    for point, conv in trained.hint_convs.items():
+      np.testing.assert_array_equal(conv.get_weights()[0],
+                                    frozen.hint_convs[point].get_weights()[0])
+  pushed = serving.resolve_saved_model(os.path.join(root, 'serving'))
+  assert serving.load_net_record(pushed)[1].hints
+  out = tmp_path / 'scores'
+  assert pipeline_runner.main(['evaluate', '--model', pushed, '--data-dir', data_root,
+                               '--hints', '0,2,5', '--out', str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert 'PSNR with colour hints' in printed and '| 5 |' in printed
+  result = json.loads((out / 'metrics.json').read_text())
+  assert result['hints']['counts'] == [0, 2, 5]
+  full_curve = result['hints']['full-image']
+  # 0 hints is the plain output; the plot is written.
+  assert full_curve[0]['PSNR'] == pytest.approx(result['metrics']['full-image']['PSNR'])
+  assert os.path.getsize(result['hints']['plot']) > 1000
+
+
 # --- the Trainers under tf.distribute: tests/trainer_worker.py runs one Trainer process on run 1's
 # outputs, as a replica of a training job does (TF_CONFIG, logical CPU devices set per process).
 

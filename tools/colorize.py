@@ -31,6 +31,8 @@ import tqdm
 from PIL import Image, ImageOps
 
 from components.detectors import Boxes, Detector
+from tools import hints_file
+from tools.hints_file import PhotoHints
 from trainer import serving
 
 
@@ -241,6 +243,7 @@ class _Job:
   image_bytes: bytes = b''
   boxes: Boxes = dataclasses.field(default_factory=lambda: np.zeros([0, 4], np.float32))
   box_source: str = 'none'
+  hints: Optional[PhotoHints] = None  # with --hints: the photo's (maybe none)
   seconds: float = 0.0  # reading and detecting; the batch's model time is shared out on top
 
 
@@ -266,19 +269,45 @@ class Serving:
     self.model_dir = resolve_model_dir(model_dir)
     self._signatures = tf.saved_model.load(self.model_dir).signatures
 
-  def __call__(self, images: Sequence[bytes], boxes: Sequence[Boxes],
-               saturation: float = 1.0) -> List[bytes]:
-    """Colorized PNGs; the box lists are padded to the longest with zero-area rows."""
+  def __call__(self, images: Sequence[bytes], boxes: Sequence[Boxes], saturation: float = 1.0,
+               hints: Optional[Sequence[PhotoHints]] = None) -> List[bytes]:
+    """Colorized PNGs; the box lists are padded to the longest with zero-area rows. With `hints`
+    (one per image), each image's hint boxes are added to its boxes with their colours."""
+    if hints is not None:
+      boxes = [np.concatenate([b, h.boxes]) for b, h in zip(boxes, hints)]
     padded = np.zeros([len(images), max(len(b) for b in boxes), 4], np.float32)
     for i, image_boxes in enumerate(boxes):
       padded[i, :len(image_boxes)] = image_boxes
     inputs = {'images': tf.constant(list(images)), 'boxes': tf.constant(padded)}
-    if saturation == 1.0:
+    if hints is not None:
+      outputs = self._hints_signature()(**inputs, **self.hint_inputs(boxes, hints),
+                                        saturation=tf.fill([len(images)], float(saturation)))
+    elif saturation == 1.0:
       outputs = self._signatures['serving_default'](**inputs)
     else:
       outputs = self._saturation_signature()(
           **inputs, saturation=tf.fill([len(images)], float(saturation)))
     return list(outputs['colorized'].numpy())
+
+  @staticmethod
+  def hint_inputs(boxes: Sequence[Boxes], hints: Sequence[PhotoHints]) -> Dict[str, tf.Tensor]:
+    """colorize_with_hints' hints [B,P,6] and box_colors [B,N,4] for boxes that end with each
+    image's hint boxes."""
+    rows = np.zeros([len(hints), max(len(h.points) for h in hints), 6], np.float32)
+    box_colors = np.zeros([len(hints), max(len(b) for b in boxes), 4], np.float32)
+    for i, (image_boxes, image_hints) in enumerate(zip(boxes, hints)):
+      rows[i, :len(image_hints.points)] = image_hints.rows()
+      first = len(image_boxes) - len(image_hints.boxes)
+      box_colors[i, first:len(image_boxes), :3] = image_hints.box_colors
+      box_colors[i, first:len(image_boxes), 3] = 1.0
+    return {'hints': tf.constant(rows), 'box_colors': tf.constant(box_colors)}
+
+  def _hints_signature(self):
+    if 'colorize_with_hints' not in self._signatures:
+      raise LookupError(f'{self.model_dir} takes no colour hints: it was trained without them '
+                        '(run the pipeline with --set hints=True), or exported by an earlier '
+                        'instcolor')
+    return self._signatures['colorize_with_hints']
 
   def _saturation_signature(self):
     if 'colorize_with_saturation' not in self._signatures:
@@ -288,14 +317,21 @@ class Serving:
     return self._signatures['colorize_with_saturation']
 
 
+def _photo_entry(table: Dict[str, object], path: str, default):
+  """A boxes or hints file's entry for `path`: under its path, else its file name."""
+  return table.get(path, table.get(os.path.basename(path), default))
+
+
 def colorize_files(model_dir: str, inputs: Sequence[str], out_dir: str,
                    boxes: Optional[Dict[str, Boxes]] = None,
                    detector: Optional[Detector] = None, batch_size: int = 8,
                    side_by_side: bool = False, saturation: float = 1.0,
                    image_format: str = 'png', quality: int = 95,
-                   skip_existing: bool = False) -> Outcome:
+                   skip_existing: bool = False,
+                   hints: Optional[Dict[str, PhotoHints]] = None) -> Outcome:
   """Colorizes files, folders and globs into out_dir (see output_names and the module docstring).
-  An unreadable file is reported in one line and skipped; the others go on."""
+  An unreadable file is reported in one line and skipped; the others go on. `hints`
+  (tools/hints_file.py, keyed like `boxes`) steers the colours of a model trained with hints."""
   if image_format not in FORMATS:
     raise ValueError(f'image_format must be one of {sorted(FORMATS)}, not {image_format!r}')
   paths, problems = expand_inputs(inputs)
@@ -319,11 +355,18 @@ def colorize_files(model_dir: str, inputs: Sequence[str], out_dir: str,
     done_before = set(skipped)
     paths = [p for p in paths if p not in done_before]
   model = Serving(model_dir) if paths else None
-  if model and saturation != 1.0:
+  if model and hints is not None:
+    model._hints_signature()  # a model without hints fails before any photo
+    unused = sorted(set(hints) - set(paths) - {os.path.basename(p) for p in paths})
+    if unused:
+      print(f'colorize: warning: hints for {", ".join(unused)} match no input', file=sys.stderr,
+            flush=True)
+  elif model and saturation != 1.0:
     model._saturation_signature()  # a model without it fails before any photo
 
   def serve(jobs: Sequence[_Job]) -> List[bytes]:
-    return model([j.image_bytes for j in jobs], [j.boxes for j in jobs], saturation)
+    photo_hints = None if hints is None else [j.hints for j in jobs]
+    return model([j.image_bytes for j in jobs], [j.boxes for j in jobs], saturation, photo_hints)
 
   written: List[str] = []
   start = time.perf_counter()
@@ -343,8 +386,10 @@ def colorize_files(model_dir: str, inputs: Sequence[str], out_dir: str,
       written.append(job.target)
       manifest.add(job.path, job.target, WRITTEN, job.boxes, job.box_source, job.seconds)
       if few:
-        print(f'{job.path} -> {job.target} ({len(job.boxes)} boxes from {job.box_source})',
-              flush=True)
+        hinted = (f', {len(job.hints.points)} hint points and {len(job.hints.boxes)} coloured '
+                  'boxes' if job.hints is not None else '')
+        print(f'{job.path} -> {job.target} ({len(job.boxes)} boxes from {job.box_source}'
+              f'{hinted})', flush=True)
 
     for first in range(0, len(paths), batch_size):
       if stop.is_set():
@@ -360,9 +405,10 @@ def colorize_files(model_dir: str, inputs: Sequence[str], out_dir: str,
           if detector is not None:
             job.boxes, job.box_source = detector(job.image_bytes), 'detector'
           elif boxes is not None:
-            job.boxes = boxes.get(path, boxes.get(os.path.basename(path),
-                                                  np.zeros([0, 4], np.float32)))
+            job.boxes = _photo_entry(boxes, path, np.zeros([0, 4], np.float32))
             job.box_source = 'boxes file'
+          if hints is not None:
+            job.hints = _photo_entry(hints, path, hints_file.NO_HINTS)
           job.seconds = time.perf_counter() - began
           batch.append(job)
         except (OSError, tf.errors.OpError) as e:

@@ -19,6 +19,13 @@ saturation input does), scored again; the PSNR gain over gray at the truth's col
 that desaturating cannot improve; and the scale that reaches it, the `colorize --saturation` that
 gives this model the truth's colourfulness.
 
+With hint counts (`evaluate --hints 0,1,2,5,10,20`, models trained with hints), SIGGRAPH17's
+protocol: each photo gets a fixed sequence of random points (seeded by HINT_SEED and its id, so
+every model sees the same), each hint the truth's mean colour under the square the model renders
+for it (hints.POINT_SIZE px at its resolution); n hints are the first n. Full-image and fusion are
+scored with each count; the PSNR-vs-hints table goes to the output, metrics.json (`hints`),
+per_image.csv and psnr_vs_hints.png. 0 hints is the plain output.
+
 A JPEG's EXIF orientation is applied to the truth and to the annotation's boxes (in the stored
 frame, as the pipeline reads them), as the serving signature applies it to its input.
 """
@@ -30,6 +37,7 @@ import io
 import json
 import os
 import posixpath
+import zlib
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -39,7 +47,8 @@ from PIL import Image, ImageDraw
 from components.voc_example_gen import voc
 from components.detectors import Detector
 from tools.colorize import Serving
-from trainer import color, metrics, model, orientation
+from tools.hints_file import PhotoHints
+from trainer import color, hints, metrics, model, orientation, serving
 
 GRAY, FULL, FUSION, DETECTOR = 'gray baseline', 'full-image', 'fusion (truth boxes)', \
     'fusion (detector boxes)'
@@ -48,6 +57,8 @@ PANEL_HEIGHT = 256  # pixels; each panel keeps its photo's aspect
 HEADER = 24  # pixels for the column titles
 COLUMNS = ('gray (L only)', 'full-image', 'fusion (truth boxes)', 'truth')
 SATURATION_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5)
+HINT_SEED = 20170501  # the hint points of every photo, for every model
+HINT_PLOT = 'psnr_vs_hints.png'
 
 
 @dataclasses.dataclass
@@ -136,6 +147,30 @@ def at_cf(frontier: List[Dict[str, float]], target_cf: float, key: str = 'gain'
   return None
 
 
+def truth_hints(photo: Photo, count: int, image_size: int) -> PhotoHints:
+  """The photo's first `count` evaluation hints: random points (seeded by HINT_SEED and the photo's
+  id), each with the truth's mean sRGB under the POINT_SIZE square the model renders there."""
+  rng = np.random.default_rng([HINT_SEED, zlib.crc32(photo.image_id.encode())])
+  points = rng.random([count, 2]).astype(np.float32)
+  height, width = photo.truth.shape[:2]
+  size = min(hints.POINT_SIZE, image_size)
+  rows = []
+  for y, x in points:
+    # The cells hints.render covers, as fractions of the frame, then as the photo's pixels.
+    top, left = (np.clip(np.floor(np.array([y, x]) * image_size).astype(int) - size // 2, 0,
+                         image_size - size))
+    r0, r1 = int(top * height / image_size), int(np.ceil((top + size) * height / image_size))
+    c0, c1 = int(left * width / image_size), int(np.ceil((left + size) * width / image_size))
+    mean = photo.truth[r0:max(r1, r0 + 1), c0:max(c1, c0 + 1)].reshape(-1, 3).mean(axis=0)
+    rows.append([y, x, *(mean / 255.0)])
+  return PhotoHints(np.asarray(rows, np.float32).reshape(-1, 5), np.zeros([0, 4], np.float32),
+                    np.zeros([0, 3], np.float32))
+
+
+def hint_variant(variant: str, count: int) -> str:
+  return f'{variant}, {count} hints'
+
+
 def _psnr_of(sse: float, count: float) -> Optional[float]:
   return 10 * np.log10(255.0 ** 2 / (sse / count)) if count and sse else None
 
@@ -169,9 +204,17 @@ def _gallery_pages(rows: List[List[np.ndarray]], out_dir: str) -> List[str]:
 
 
 def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
-             detector: Optional[Detector] = None) -> Dict:
-  """Writes metrics.json, per_image.csv and gallery pages to out_dir; returns the metrics."""
+             detector: Optional[Detector] = None, hint_counts: Sequence[int] = ()) -> Dict:
+  """Writes metrics.json, per_image.csv and gallery pages to out_dir (and, with hint_counts, the
+  PSNR-vs-hints plot); returns the metrics."""
   serve = Serving(model_dir)
+  hint_counts = sorted(set(hint_counts))
+  if hint_counts:
+    serve._hints_signature()  # a model without hints fails before any photo
+    if hint_counts[0] < 0:
+      raise ValueError(f'hint counts must be >= 0, got {hint_counts[0]}')
+    image_size = serving.load_net_record(serve.model_dir)[1].image_size
+  hinted = [(v, n) for n in hint_counts if n for v in (FULL, FUSION)]
   photos, skipped = _photos(data_dir, split)
   if not photos:
     raise ValueError(f'no readable photo in the {split} split of {data_dir} '
@@ -190,8 +233,13 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
                FUSION: colorized(photo.boxes)}
     if detector:
       outputs[DETECTOR] = colorized(detector(photo.jpeg))
+    for variant, count in hinted:
+      png = serve([photo.jpeg], [photo.boxes if variant == FUSION else np.zeros([0, 4])],
+                  hints=[truth_hints(photo, count, image_size)])[0]
+      outputs[hint_variant(variant, count)] = np.asarray(Image.open(io.BytesIO(png)), np.float32)
     per_image.append({'image_id': photo.image_id, 'boxes': len(photo.boxes),
-                      **{v: _scores(photo.truth, outputs[v], region) for v in variants},
+                      **{v: _scores(photo.truth, outputs[v], region)
+                         for v in variants + [hint_variant(*h) for h in hinted]},
                       'saturation': {v: _saturation_scores(photo.truth, outputs[v])
                                      for v in variants[1:]}})
     rows.append([outputs[GRAY], outputs[FULL], outputs[FUSION], photo.truth])
@@ -234,11 +282,70 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
     result['psnr_gain_at_truth_cf'][variant] = at_cf(frontier, cf_truth)
     result['saturation_at_truth_cf'][variant] = at_cf(frontier, cf_truth, 'scale')
   tf.io.gfile.makedirs(out_dir)
+  if hint_counts:
+    result['hints'] = _hint_curves(per_image, hint_counts, table)
+    result['hints']['plot'] = _plot_hint_curves(result['hints'], os.path.join(out_dir, HINT_PLOT))
   with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
     json.dump(result, f, indent=2)
-  _write_csv(per_image, variants, os.path.join(out_dir, 'per_image.csv'))
+  _write_csv(per_image, variants + [hint_variant(*h) for h in hinted],
+             os.path.join(out_dir, 'per_image.csv'))
   result['gallery'] = _gallery_pages(rows, out_dir)
   return result
+
+
+def _hint_curves(per_image: List[Dict], counts: Sequence[int], table: Dict) -> Dict:
+  """{'counts', 'seed', 'point_size', variant: [{hints, PSNR, gain, CF}]} (0 hints: the plain
+  output)."""
+  curves = {'counts': list(counts), 'seed': HINT_SEED, 'point_size': hints.POINT_SIZE}
+  gray = table[GRAY]['PSNR']
+  for variant in (FULL, FUSION):
+    curve = []
+    for count in counts:
+      key = hint_variant(variant, count) if count else variant
+      psnr = float(np.mean([image[key]['psnr'] for image in per_image]))
+      curve.append({'hints': count, 'PSNR': psnr, 'gain': psnr - gray,
+                    'CF': float(np.mean([image[key]['cf'] for image in per_image]))})
+    curves[variant] = curve
+  return curves
+
+
+def _plot_hint_curves(curves: Dict, path: str) -> str:
+  """PSNR gain over gray against the number of hints, one line per variant (PIL, no plotting
+  library), written to `path`."""
+  width, height, margin = 640, 420, 60
+  page = Image.new('RGB', (width, height), 'white')
+  draw = ImageDraw.Draw(page)
+  counts = curves['counts']
+  gains = [p['gain'] for v in (FULL, FUSION) for p in curves[v]]
+  low, high = min(0.0, min(gains)), max(0.5, max(gains))
+  step = max(0.5, round((high - low) / 6 * 2) / 2)
+  low, high = np.floor(low / step) * step, np.ceil(high / step) * step
+  # x: evenly spaced counts (SIGGRAPH17 plots hints on a log-like axis).
+  xs = {c: margin + i * (width - 2 * margin) / max(1, len(counts) - 1)
+        for i, c in enumerate(counts)}
+
+  def y_of(gain):
+    return height - margin - (gain - low) / (high - low) * (height - 2 * margin)
+
+  draw.line([(margin, margin // 2), (margin, height - margin),
+             (width - margin // 2, height - margin)], fill='black')
+  for tick in np.arange(low, high + step / 2, step):
+    draw.line([(margin - 4, y_of(tick)), (width - margin // 2, y_of(tick))], fill=(225,) * 3)
+    draw.text((6, y_of(tick) - 6), f'{tick:+.1f}', fill='black')
+  for count, x in xs.items():
+    draw.text((x - 6, height - margin + 8), str(count), fill='black')
+  draw.text((width // 2 - 40, height - 24), 'hints per photo', fill='black')
+  draw.text((margin, 8), 'PSNR gain over gray (dB), full resolution', fill='black')
+  for row, (variant, colour) in enumerate(((FULL, (31, 119, 180)), (FUSION, (214, 39, 40)))):
+    points = [(xs[p['hints']], y_of(p['gain'])) for p in curves[variant]]
+    draw.line(points, fill=colour, width=2)
+    for x, y in points:
+      draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+    legend_y = 12 + 16 * row  # top right, clear of the curves' start
+    draw.line([(width - 200, legend_y + 6), (width - 176, legend_y + 6)], fill=colour, width=2)
+    draw.text((width - 170, legend_y), variant, fill=colour)
+  page.save(path)
+  return path
 
 
 def _write_csv(per_image: List[Dict], variants: Sequence[str], path: str) -> None:
@@ -284,6 +391,15 @@ def format_table(result: Dict) -> str:
   lines.append('saturation that reaches the truth\'s colourfulness (colorize --saturation): ' +
                ', '.join(f'{v} ' + (f'above {SATURATION_SCALES[-1]:g}' if s is None else f'{s:.2f}')
                          for v, s in result['saturation_at_truth_cf'].items()))
+  if 'hints' in result:
+    curves = result['hints']
+    lines += ['', f"PSNR with colour hints (random points, the truth's colour; seed "
+              f"{curves['seed']}): PSNR / gain over gray",
+              '| hints | ' + ' | '.join((FULL, FUSION)) + ' |', '|---|---|---|']
+    for index, count in enumerate(curves['counts']):
+      lines.append(f'| {count} | ' + ' | '.join(
+          f"{curves[v][index]['PSNR']:.3f} / {curves[v][index]['gain']:+.2f}"
+          for v in (FULL, FUSION)) + ' |')
   for skipped in result['skipped_images'][:10]:
     lines.append(f"  skipped {skipped['image_id']}: {skipped['reason']}: {skipped['detail']}")
   return '\n'.join(lines)

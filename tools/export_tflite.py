@@ -16,7 +16,8 @@ The file has two signatures (one for a full or instance stage's model: `full` on
 The nets are rebuilt in float32 from the SavedModel's NetConfig record and variables (the serving
 model may compute in bfloat16 or float16, which TFLite's kernels do not take), with the fusion
 layers pasting by gathers (TFLite's builtin ops have no CropAndResize): builtin ops only,
-no Flex delegate. `TFLiteColorizer` is the reference client (LiteRT's interpreter, XNNPACK): the
+no Flex delegate. A net trained with hints is exported in its automatic mode (zero hints; the
+file takes none). `TFLiteColorizer` is the reference client (LiteRT's interpreter, XNNPACK): the
 serving signature's own preprocessing in, PNG out; `check` compares its ab with the SavedModel's
 on real photos.
 """
@@ -34,7 +35,7 @@ import tf_keras as keras
 from ai_edge_litert import interpreter as litert
 
 from tools.colorize import resolve_model_dir
-from trainer import features, model, names, serving
+from trainer import features, hints, model, names, serving
 from trainer.config import NetConfig
 
 QUANTIZATIONS = ('none', 'float16', 'dynamic')
@@ -73,13 +74,21 @@ def tensor_functions(config: NetConfig, full: model.ColorNet, fused: Optional[ke
   # copy in the file, not two folded differently).
   barrier = (lambda point, x: tf.minimum(x, np.finfo(np.float32).max)) if fused else None
 
+  # A net trained with hints colours on its own here (zero hints): the file has no hint input.
+  def no_hints(gray):
+    return hints.zeros_like_gray(gray) if config.hints else None
+
   gray = tf.TensorSpec([1, s, s, 1], tf.float32, name=features.GRAY)
   functions = {FULL_SIGNATURE: tf.function(
-      lambda gray: ab(full(gray, barrier)[0]), autograph=False).get_concrete_function(gray)}
+      lambda gray: ab(full(gray, no_hints(gray), fuse=barrier)[0]),
+      autograph=False).get_concrete_function(gray)}
   if fused is not None:
     def fused_ab(gray, instance_gray, boxes, box_mask):
-      return ab(fused({features.GRAY: gray, features.INSTANCE_GRAY: instance_gray,
-                       features.BOXES: boxes, features.BOX_MASK: box_mask}))
+      inputs = {features.GRAY: gray, features.INSTANCE_GRAY: instance_gray,
+                features.BOXES: boxes, features.BOX_MASK: box_mask}
+      if config.hints:
+        inputs[features.HINTS] = no_hints(gray)
+      return ab(fused(inputs))
 
     functions[FUSED_SIGNATURE] = tf.function(fused_ab, autograph=False).get_concrete_function(
         gray, tf.TensorSpec([1, k, s, s, 1], tf.float32, name=features.INSTANCE_GRAY),

@@ -62,7 +62,7 @@ def test_the_export_gives_the_saved_model_colours(exported_model, exports, photo
 def test_both_signatures_share_one_copy_of_the_weights(exported_model, exports):
   """The file holds each weight once: hardly more than the fused net's float32 weights."""
   _, _, fused = export_tflite.rebuild(exported_model)
-  weights = sum(int(np.prod(w.shape)) for w in fused.weights) * 4
+  weights = sum(int(np.prod(w.shape)) for w in fused.model.weights) * 4
   size = os.path.getsize(exports['none'][0])
   assert weights < size < weights * 1.15
 

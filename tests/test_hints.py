@@ -82,6 +82,23 @@ def test_render_places_each_point_as_a_square_the_later_winning():
   assert area * 2 < hint_map[..., 2].sum() <= area * 3
 
 
+def test_spread_fills_around_hints_with_their_colour_and_nothing_without():
+  cells = 16
+  hint_map = np.zeros([2, cells, cells, 3], np.float32)
+  hint_map[0, 3, 3] = [0.4, -0.2, 1.0]
+  hint_map[0, 12, 12] = [-0.3, 0.1, 1.0]
+  spread = hints.spread(tf.constant(hint_map), sigma=2.0).numpy()
+  ab, confidence = spread[0, ..., :2], spread[0, ..., 2]
+  # At a hint: its own colour at full confidence; near it, its colour at a confidence that decays.
+  np.testing.assert_allclose(ab[3, 3], [0.4, -0.2], atol=1e-3)
+  assert confidence[3, 3] == pytest.approx(1.0)
+  np.testing.assert_allclose(ab[4, 4] / confidence[4, 4], [0.4, -0.2], atol=1e-3)
+  assert 0.3 < confidence[5, 5] < 0.5  # exp(-8/8)
+  assert confidence[0, 15] < 1e-3  # far from both: hardly any guess
+  # An image without hints gets exactly zeros (the hint-free net is unchanged).
+  assert not spread[1].any()
+
+
 def test_crop_hints_are_the_hints_inside_the_box():
   hint_map = hints.render(tf.constant([[0.25, 0.25], [0.8, 0.8]]),
                           tf.constant([[0.3, -0.2], [0.5, 0.5]]), tf.ones([2]), SIZE)

@@ -31,18 +31,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 from ai_edge_litert import interpreter as litert
 
 from tools.colorize import resolve_model_dir
-from trainer import features, hints, model, names, serving
+from trainer import features, model, names, serving
 from trainer.config import NetConfig
 
 QUANTIZATIONS = ('none', 'float16', 'dynamic')
 FULL_SIGNATURE, FUSED_SIGNATURE = 'full', 'fused'
 
 
-def rebuild(model_dir: str) -> Tuple[NetConfig, model.ColorNet, Optional[keras.Model]]:
+def rebuild(model_dir: str) -> Tuple[NetConfig, model.ColorNet, Optional[model.FusionNet]]:
   """(float32 NetConfig, the full-image net, the fused net or None for a full or instance stage's
   model) with the SavedModel's weights; the fusion layers paste by gathers."""
   config, nets = serving.saved_nets(model_dir)
@@ -51,10 +50,10 @@ def rebuild(model_dir: str) -> Tuple[NetConfig, model.ColorNet, Optional[keras.M
   fusion = nets[names.FUSION]
   for layer in fusion.fusion_layers.values():
     layer.paste, layer.one_image = model.paste_into_frame_by_gather, True
-  return config, fusion.full, fusion.model
+  return config, fusion.full, fusion
 
 
-def tensor_functions(config: NetConfig, full: model.ColorNet, fused: Optional[keras.Model]
+def tensor_functions(config: NetConfig, full: model.ColorNet, fused: Optional[model.FusionNet]
                      ) -> Tuple[tf.Module, Dict[str, tf.types.experimental.ConcreteFunction]]:
   """The nets as tensor-in, tensor-out functions of fixed shape (the module docstring), and a
   module that tracks their weights for saving."""
@@ -62,7 +61,7 @@ def tensor_functions(config: NetConfig, full: model.ColorNet, fused: Optional[ke
   holder = tf.Module()
   # The variables, not the Keras models: saving would trace every layer call again (minutes, for
   # nothing a TFLite file keeps).
-  models = [full.model] + ([fused] if fused is not None else [])
+  models = [full.model] + ([fused.model] if fused is not None else [])
   holder.weights = list({id(v): v for m in models for v in m.variables}.values())
 
   def ab(output: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -74,21 +73,16 @@ def tensor_functions(config: NetConfig, full: model.ColorNet, fused: Optional[ke
   # copy in the file, not two folded differently).
   barrier = (lambda point, x: tf.minimum(x, np.finfo(np.float32).max)) if fused else None
 
-  # A net trained with hints colours on its own here (zero hints): the file has no hint input.
-  def no_hints(gray):
-    return hints.zeros_like_gray(gray) if config.hints else None
-
+  # A net trained with hints colours on its own here: no hint map leaves the hint branch out,
+  # which is exactly its zero-hint output (the file has no hint input).
   gray = tf.TensorSpec([1, s, s, 1], tf.float32, name=features.GRAY)
   functions = {FULL_SIGNATURE: tf.function(
-      lambda gray: ab(full(gray, no_hints(gray), fuse=barrier)[0]),
+      lambda gray: ab(full(gray, fuse=barrier)[0]),
       autograph=False).get_concrete_function(gray)}
   if fused is not None:
     def fused_ab(gray, instance_gray, boxes, box_mask):
-      inputs = {features.GRAY: gray, features.INSTANCE_GRAY: instance_gray,
-                features.BOXES: boxes, features.BOX_MASK: box_mask}
-      if config.hints:
-        inputs[features.HINTS] = no_hints(gray)
-      return ab(fused(inputs))
+      return ab(fused.forward({features.GRAY: gray, features.INSTANCE_GRAY: instance_gray,
+                               features.BOXES: boxes, features.BOX_MASK: box_mask}))
 
     functions[FUSED_SIGNATURE] = tf.function(fused_ab, autograph=False).get_concrete_function(
         gray, tf.TensorSpec([1, k, s, s, 1], tf.float32, name=features.INSTANCE_GRAY),
@@ -148,7 +142,9 @@ class TFLiteColorizer:
     inputs = {k: v.numpy()[None] for k, v in prepared.items()}
     if not len(boxes) or FUSED_SIGNATURE not in self._runners:
       return self._runners[FULL_SIGNATURE](gray=inputs[features.GRAY])['ab'][0]
-    return self._runners[FUSED_SIGNATURE](**inputs)['ab'][0]
+    # A hint net's prepared inputs hold its (zero) hint map too; the file takes none.
+    fused_inputs = {k: inputs[k] for k in model.FusionNet.INPUTS}
+    return self._runners[FUSED_SIGNATURE](**fused_inputs)['ab'][0]
 
   def colorize(self, image_bytes: bytes, boxes: np.ndarray) -> bytes:
     """The colorized PNG at the photo's resolution, as serving_default writes it."""

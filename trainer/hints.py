@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from trainer import color
@@ -114,6 +115,33 @@ def in_boxes(hints: tf.Tensor, boxes: tf.Tensor, image_index: tf.Tensor,
   and mask exactly; a box is never larger than its frame, so no hint is skipped."""
   return tf.image.crop_and_resize(hints, boxes, image_index, [image_size, image_size],
                                   method='nearest')
+
+
+# The hint spread (`spread`): Gaussian widths as fractions of the image side.
+SPREAD_WIDTHS = (1.0 / 8.0, 1.0 / 3.0)
+
+
+def _gaussian_matrix(size: int, sigma: float) -> tf.Tensor:
+  """[size, size] with exp(-(i - j)^2 / 2 sigma^2): a Gaussian blur along one axis as a matmul,
+  zero outside the map (the depthwise conv it replaces crashes oneDNN when its kernel is wider
+  than the map, as it is at a third of the side)."""
+  offsets = np.arange(size, dtype=np.float32)
+  return tf.constant(np.exp(-np.square(offsets[:, None] - offsets[None, :]) / (2 * sigma * sigma)))
+
+
+def spread(pooled: tf.Tensor, sigma: float) -> tf.Tensor:
+  """A dense guess from sparse hints: the hint map [B,h,w,3] (pooled) -> [B,h,w,3] holding, at
+  every cell, the mean ab of the hints around it weighted by a Gaussian of `sigma` cells
+  (normalised convolution), times its confidence, and the confidence min(1, weight of hints
+  there). No hints give exactly zeros. A fixed, untrained propagation the net refines along the
+  photo's edges."""
+  rows = _gaussian_matrix(pooled.shape[1], sigma)  # peak 1: one full hint cell -> confidence 1
+  cols = _gaussian_matrix(pooled.shape[2], sigma)
+  blurred = tf.einsum('ij,bjkc->bikc', rows, pooled)
+  blurred = tf.einsum('bikc,lk->bilc', blurred, cols)
+  weight = blurred[..., 2:]
+  # mean ab x confidence = (blurred ab / weight) x min(weight, 1): no division by a small weight.
+  return tf.concat([blurred[..., :2] / tf.maximum(weight, 1.0), tf.minimum(weight, 1.0)], -1)
 
 
 def srgb_to_ab(rgb: tf.Tensor) -> tf.Tensor:

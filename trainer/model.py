@@ -7,10 +7,12 @@ then three up blocks (4x4 stride-2 transposed conv + 3x3 shortcut conv from conv
 13 fusion points so the fusion model can step through it and replace features mid-way.
 
 With `hints` (trainer/hints.py) each net also takes a [S,S,3] hint map (ab, mask). SIGGRAPH17 feeds
-it to conv1 only; here a 3x3 conv of the hint map, average-pooled to each scale, is added to the
-output of every encoder block (HINT_POINTS): the VGG16 encoder may stay frozen (stage 1 of
-`cpu_pretrained`) while the hints still reach the trainable layers. These convs start at zero and
-have no bias, so an untrained hint branch, and any net given no hints, is exactly the plain net.
+it to conv1 only; here a 3x3 conv of the hint map, average-pooled to each scale, beside a Gaussian
+spread of it (`hints.spread`), is added to the output of every encoder block and of the last
+decoder block (HINT_POINTS): the VGG16 encoder may stay frozen (stage 1 of `cpu_pretrained`) while
+the hints still reach the trainable layers, and the spread hands the head a dense guess it need
+not learn to propagate from single points. These convs start at zero and have no bias, so an
+untrained hint branch, and any net given no hints, is exactly the plain net.
 """
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ from trainer.config import CLASSIFICATION, HUBER, NetConfig, StageConfig
 
 # Up blocks add a 3x3 conv of an earlier feature (U-Net-like shortcut).
 SHORTCUTS = {'conv8_up': 'conv3_3', 'conv9_up': 'conv2_2', 'conv10_up': 'conv1_2'}
-# Encoder blocks whose output gets the hint branch added -> (base channels, downsampling factor).
+# Blocks whose output gets the hint branch added -> (base channels, downsampling factor).
 HINT_POINTS = {'conv1_2': (64, 1), 'conv2_2': (128, 2), 'conv3_3': (256, 4), 'conv4_3': (512, 8),
-               'conv5_3': (512, 8), 'conv6_3': (512, 8), 'conv7_3': (512, 8)}
+               'conv5_3': (512, 8), 'conv6_3': (512, 8), 'conv7_3': (512, 8),
+               'conv10_2': (128, 1)}
 # Outside the union of boxes the full-image weight gets this bias (the paper's background term).
 BACKGROUND_BIAS = 1e5
 # Logit of an instance at pixels outside its own box (and of padding slots): excluded from the mix.
@@ -163,7 +166,8 @@ class ColorNet:
           point: keras.layers.Conv2D(c(base), 3, padding='same', use_bias=False,
                                      kernel_initializer='zeros', name=f'{role}_hint_{point}')
           for point, (base, _) in HINT_POINTS.items()}
-      self.hint_pool = keras.layers.AveragePooling2D(2, name=f'{role}_hint_pool')
+      # float32: the hint map and its spread are 3 channels; bfloat16 would only round them.
+      self.hint_pool = keras.layers.AveragePooling2D(2, name=f'{role}_hint_pool', dtype='float32')
     s = config.image_size
     gray = keras.Input([s, s, 1], name=features.GRAY)
     if config.hints:
@@ -174,13 +178,25 @@ class ColorNet:
       self.model = keras.Model(gray, self(gray)[0], name=role)
 
   def _hint_features(self, hint_map) -> Dict[str, tf.Tensor]:
-    """{point: what the hint branch adds there}; zero hints (or none given) add exactly 0."""
+    """{point: what the hint branch adds there}: a conv of the hint map average-pooled to the
+    point's scale beside its `hints.spread` at SPREAD_WIDTHS (computed at 1/8 scale, upsampled).
+    Zero hints (or none given) add exactly 0."""
     if hint_map is None:
       return {}
+    hint_map = tf.cast(hint_map, tf.float32)
     pyramid = {1: hint_map}
     for factor in (2, 4, 8):
       pyramid[factor] = self.hint_pool(pyramid[factor // 2])
-    return {point: conv(pyramid[HINT_POINTS[point][1]]) for point, conv in self.hint_convs.items()}
+    cells = self.config.image_size // 8
+    spreads = tf.concat([hints.spread(pyramid[8], width * cells)
+                         for width in hints.SPREAD_WIDTHS], axis=-1)
+    added = {}
+    for point, conv in self.hint_convs.items():
+      factor = HINT_POINTS[point][1]
+      size = self.config.image_size // factor
+      dense = spreads if factor == 8 else tf.image.resize(spreads, [size, size], 'bilinear')
+      added[point] = conv(tf.concat([pyramid[factor], dense], axis=-1))
+    return added
 
   def features(self, gray, hint_map=None, fuse: Optional[Callable] = None) -> Dict[str, tf.Tensor]:
     """Runs the blocks (not the head), with the hint branch when the net has one and `hint_map`
@@ -439,14 +455,20 @@ class FusionNet:
     }
     if config.hints:
       inputs[features.HINTS] = keras.Input([s, s, hints.CHANNELS], name=features.HINTS)
-    hint_map = inputs.get(features.HINTS)
+    self.model = keras.Model(inputs, self.forward(inputs, inputs.get(features.HINTS)),
+                             name='fusion')
+
+  def forward(self, inputs: Dict[str, tf.Tensor], hint_map=None) -> tf.Tensor:
+    """What `model` computes from the INPUTS, every slot's crop through the instance net. With
+    `hint_map` None the hint branch is left out: a hint net then gives its zero-hint output
+    without the crop hints' CropAndResize (the TFLite export, whose builtins have none)."""
+    s, k = self.config.image_size, self.config.max_boxes
     crops = tf.reshape(inputs[features.INSTANCE_GRAY], [-1, s, s, 1])
     flat_boxes = tf.reshape(inputs[features.BOXES], [-1, 4])
-    _, instance_feats = instance(crops, self._crop_hints(hint_map, flat_boxes,
-                                                         tf.range(tf.shape(flat_boxes)[0]) // k))
-    out = self._fused(inputs[features.GRAY], hint_map, instance_feats, inputs[features.BOXES],
-                      inputs[features.BOX_MASK])
-    self.model = keras.Model(inputs, out, name='fusion')
+    instance_feats = self.instance.features(  # features only: the instance head is never mixed
+        crops, self._crop_hints(hint_map, flat_boxes, tf.range(tf.shape(flat_boxes)[0]) // k))
+    return self._fused(inputs[features.GRAY], hint_map, instance_feats, inputs[features.BOXES],
+                       inputs[features.BOX_MASK])
 
   @property
   def inputs(self) -> Sequence[str]:

@@ -285,7 +285,7 @@ def _sample_along(values: tf.Tensor, starts: tf.Tensor, ends: tf.Tensor, out_siz
   low = tf.cast(tf.clip_by_value(below, 0.0, in_size - 1.0), tf.int32)
   high = tf.minimum(low + 1, in_size - 1)
   # The zero outside folded into the two [N, out_size] weights: three full-size ops, not four
-  # (on a phone-sized CPU the pastes are memory-bound).
+  # (the pastes are memory-bound: each full-size op reads and writes N frames of features).
   shape = [-1, out_size, 1, 1] if axis == 1 else [-1, 1, out_size, 1]
   low_weight = tf.reshape((1.0 - share) * inside, shape)
   high_weight = tf.reshape(share * inside, shape)

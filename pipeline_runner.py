@@ -312,12 +312,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     flatbuffer, config = export_tflite.convert(args.model, args.quantize)
     colorize.write_atomically(args.out, flatbuffer)
     saved = export_tflite.saved_model_bytes(args.model)
+    tflite = export_tflite.TFLiteColorizer(args.out, config)
     print(f'wrote {args.out}: {len(flatbuffer) / 1e6:.1f} MB, {len(flatbuffer) / saved:.2f} x the '
-          f'SavedModel ({saved / 1e6:.1f} MB); quantization {args.quantize}; signatures full'
-          f'{" and fused (K=%d)" % config.max_boxes if config.max_boxes else ""} at '
+          f'SavedModel ({saved / 1e6:.1f} MB); quantization {args.quantize}; signatures '
+          f'{", ".join(tflite.interpreter.get_signature_list())} at '
           f'{config.image_size}x{config.image_size}', flush=True)
     photos, _ = evaluate._photos(check_dir, args.check_split)
-    tflite = export_tflite.TFLiteColorizer(args.out, config)
     print(export_tflite.check(tflite, args.model, [(p.jpeg, p.boxes) for p in photos]))
   return 0
 

@@ -19,9 +19,10 @@ with the Trainer's serving code (trainer/serving.py). In the same run:
 
 --tflite: the TFLite export (tools/export_tflite.py) against the SavedModel it comes from, per
 width (untrained nets at 256^2, K=8, as above) or for one pushed model (--pushed DIR): file size,
-and the latency of one request with 0 and K boxes (JPEG in, PNG out for both: the export runs
-with the serving signature's own pre- and post-processing), against the SavedModel in float32 and
-in what `auto` picks here. Goals: float16 file <= 0.5x the SavedModel, latency <= 1.2x.
+and the latency of one request with 0, 2 and K boxes (JPEG in, PNG out for both: the export runs
+with the serving signature's own pre- and post-processing; 2 boxes run its `fused_2` signature),
+against the SavedModel in float32 and in what `auto` picks here. Goals: float16 file <= 0.5x
+the SavedModel, latency <= 1.2x.
 
 --hints: what colour hints cost a request of a net trained with them (goal <= 1.05x): per width
 and precision, untrained nets at 256^2, K=8 as above, the hint net's colorize_with_hints with 10
@@ -198,7 +199,8 @@ def bench_tflite(saved_models: Dict[str, str], image: bytes, repeats: int,
   reference = saved_models['float32']
   saved_bytes = export_tflite.saved_model_bytes(reference)
   _, config = serving.load_net_record(reference)
-  requests = {count: request_boxes(count).numpy()[0] for count in (0, config.max_boxes)}
+  requests = {count: request_boxes(count).numpy()[0]
+              for count in sorted({0, min(2, config.max_boxes), config.max_boxes})}
   print(f"  {'model':<26} | {'MB':>6} | {'x SavedModel':>12} | " +
         ' | '.join(f'{count} boxes ms' for count in requests) + ' | x SavedModel float32',
         flush=True)

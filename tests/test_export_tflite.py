@@ -41,13 +41,15 @@ def test_the_export_gives_the_saved_model_colours(exported_model, exports, photo
   tflite = export_tflite.TFLiteColorizer(path, config)
   s, k = config.image_size, config.max_boxes
   signatures = tflite.interpreter.get_signature_list()
-  assert signatures == {
-      'full': {'inputs': ['gray'], 'outputs': ['ab']},
-      'fused': {'inputs': ['box_mask', 'boxes', 'gray', 'instance_gray'], 'outputs': ['ab']}}
-  shapes = {name: list(d['shape']) for name, d in
-            tflite.interpreter.get_signature_runner('fused').get_input_details().items()}
-  assert shapes == {'gray': [1, s, s, 1], 'instance_gray': [1, k, s, s, 1], 'boxes': [1, k, 4],
-                    'box_mask': [1, k]}
+  fused_inputs = {'inputs': ['box_mask', 'boxes', 'gray', 'instance_gray'], 'outputs': ['ab']}
+  assert k == 3 and signatures == {'full': {'inputs': ['gray'], 'outputs': ['ab']},
+                                   'fused_1': fused_inputs, 'fused_2': fused_inputs,
+                                   'fused': fused_inputs}
+  for name, n in (('fused_1', 1), ('fused_2', 2), ('fused', k)):
+    shapes = {key: list(d['shape']) for key, d in
+              tflite.interpreter.get_signature_runner(name).get_input_details().items()}
+    assert shapes == {'gray': [1, s, s, 1], 'instance_gray': [1, n, s, s, 1], 'boxes': [1, n, 4],
+                      'box_mask': [1, n]}
   check = export_tflite.check(tflite, exported_model, photos)
   assert check.requests == len(photos) + sum(1 for _, b in photos if len(b))
   assert check.max_ab_difference < tolerance
@@ -59,8 +61,26 @@ def test_the_export_gives_the_saved_model_colours(exported_model, exports, photo
   assert tf.io.decode_png(png).shape[:2] == tf.io.decode_jpeg(jpeg).shape[:2]
 
 
-def test_both_signatures_share_one_copy_of_the_weights(exported_model, exports):
-  """The file holds each weight once: hardly more than the fused net's float32 weights."""
+def test_a_request_runs_the_fewest_slots_that_hold_its_boxes(exports, photos):
+  """One box runs fused_1, and gives what the K-slot signature gives for it with empty slots."""
+  path, config = exports['none']
+  tflite = export_tflite.TFLiteColorizer(path, config)
+  assert [tflite.signature(n) for n in range(5)] == [
+      ('full', 0), ('fused_1', 1), ('fused_2', 2), ('fused', 3), ('fused', 3)]
+  jpeg, boxes = next(p for p in photos if len(p[1]))
+  one_box = boxes[:1]
+  padded = {key: value.numpy()[None] for key, value in
+            tflite._prepare(tf.constant(jpeg), tf.constant(one_box, tf.float32)).items()}
+  assert padded['box_mask'].tolist() == [[1, 0, 0]]
+  every_slot = tflite.interpreter.get_signature_runner('fused')(
+      **{key: padded[key] for key in ('gray', 'instance_gray', 'boxes', 'box_mask')})['ab'][0]
+  np.testing.assert_allclose(tflite.ab(jpeg, one_box), every_slot, atol=1e-5)
+  assert np.abs(tflite.ab(jpeg, one_box) - tflite.ab(jpeg, np.zeros([0, 4]))).max() > 1e-3
+
+
+def test_every_signature_shares_one_copy_of_the_weights(exported_model, exports):
+  """The file holds each weight once (full and every fused signature): hardly more than the fused
+  net's float32 weights."""
   _, _, fused = export_tflite.rebuild(exported_model)
   weights = sum(int(np.prod(w.shape)) for w in fused.model.weights) * 4
   size = os.path.getsize(exports['none'][0])
@@ -73,4 +93,5 @@ def test_the_command_writes_the_file_and_prints_the_check(exported_model, tmp_pa
                                '--quantize', 'float16', '--out', str(out)]) == 0
   printed = capsys.readouterr().out
   assert out.stat().st_size > 0 and f'wrote {out}' in printed
+  assert 'signatures full, fused, fused_1, fused_2 at 32x32' in printed
   assert 'ab against the SavedModel on 4 photos' in printed

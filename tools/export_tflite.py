@@ -1,15 +1,21 @@
 """export --format tflite: a pushed model as one TFLite file for phones and edge devices.
 
-The file has two signatures (one for a full or instance stage's model: `full` only):
+The file has a `full` signature and, for a fusion stage's model, one `fused` signature per slot
+count n (K, and the powers of two below it: `fused_1`, `fused_2`, `fused_4` and `fused` for K = 8):
 
   full(gray [1,S,S,1]) -> {ab [1,S,S,2]}
   fused(gray [1,S,S,1], instance_gray [1,K,S,S,1], boxes [1,K,4], box_mask [1,K]) -> {ab [1,S,S,2]}
+  fused_<n>(the same with n slots in place of K) -> {ab [1,S,S,2]}
+
+A fused signature runs the instance net and the fusion on every one of its slots, so a client
+calls the smallest one that holds its boxes (TFLiteColorizer does): two boxes cost two slots, not K.
 
   gray           the photo's CIE L resized to S x S (aspect not kept), normalised (L - 50) / 100
   instance_gray  the L of each box's crop resized to S x S, normalised the same way; zeros in the
                  slots without a box
   boxes          normalised (ymin, xmin, ymax, xmax) in the upright photo; zeros in empty slots
-  box_mask       1 for a real box, 0 for an empty slot (at most K boxes: the K largest)
+  box_mask       1 for a real box, 0 for an empty slot (at most K boxes: the K largest; real
+                 boxes first)
   ab             the predicted a and b in Lab units at S x S: upsample it to the photo and put it
                  beside the photo's own L, as the serving signature does (trainer/serving.py)
 
@@ -39,6 +45,19 @@ from trainer.config import NetConfig
 
 QUANTIZATIONS = ('none', 'float16', 'dynamic')
 FULL_SIGNATURE, FUSED_SIGNATURE = 'full', 'fused'
+
+
+def fused_slot_counts(max_boxes: int) -> List[int]:
+  """The slot counts of the fused signatures: the powers of two below K, and K."""
+  counts = [1]
+  while counts[-1] * 2 < max_boxes:
+    counts.append(counts[-1] * 2)
+  return sorted(set(counts) | {max_boxes})
+
+
+def fused_signature(slots: int, max_boxes: int) -> str:
+  """'fused' for K slots (the name files before the smaller signatures had), else 'fused_<n>'."""
+  return FUSED_SIGNATURE if slots == max_boxes else f'{FUSED_SIGNATURE}_{slots}'
 
 
 def rebuild(model_dir: str) -> Tuple[NetConfig, model.ColorNet, Optional[model.FusionNet]]:
@@ -84,10 +103,14 @@ def tensor_functions(config: NetConfig, full: model.ColorNet, fused: Optional[mo
       return ab(fused.forward({features.GRAY: gray, features.INSTANCE_GRAY: instance_gray,
                                features.BOXES: boxes, features.BOX_MASK: box_mask}))
 
-    functions[FUSED_SIGNATURE] = tf.function(fused_ab, autograph=False).get_concrete_function(
-        gray, tf.TensorSpec([1, k, s, s, 1], tf.float32, name=features.INSTANCE_GRAY),
-        tf.TensorSpec([1, k, 4], tf.float32, name=features.BOXES),
-        tf.TensorSpec([1, k], tf.float32, name=features.BOX_MASK))
+    # The one-image mix reduces over however many slots it is given, and a padding slot adds
+    # exactly 0: n slots give the K-slot output of the same n boxes.
+    for n in fused_slot_counts(k):
+      functions[fused_signature(n, k)] = tf.function(
+          fused_ab, autograph=False).get_concrete_function(
+              gray, tf.TensorSpec([1, n, s, s, 1], tf.float32, name=features.INSTANCE_GRAY),
+              tf.TensorSpec([1, n, 4], tf.float32, name=features.BOXES),
+              tf.TensorSpec([1, n], tf.float32, name=features.BOX_MASK))
   return holder, functions
 
 
@@ -126,6 +149,10 @@ class TFLiteColorizer:
     self.interpreter = litert.Interpreter(model_path=path, num_threads=threads or os.cpu_count())
     self._runners = {key: self.interpreter.get_signature_runner(key)
                      for key in self.interpreter.get_signature_list()}
+    # slot count -> fused signature, smallest first.
+    self._fused = {n: fused_signature(n, config.max_boxes)
+                   for n in fused_slot_counts(config.max_boxes)
+                   if fused_signature(n, config.max_boxes) in self._runners}
     # The serving signature's own pre- and post-processing, as graphs (as fast as in serving).
     self._prepare = tf.function(
         lambda image, boxes: serving.prepare(image, boxes, tf.constant(0), config),
@@ -135,16 +162,27 @@ class TFLiteColorizer:
         input_signature=[tf.TensorSpec([], tf.string),
                          tf.TensorSpec([config.image_size, config.image_size, 2], tf.float32)])
 
+  def signature(self, box_count: int) -> Tuple[str, int]:
+    """(signature, slots) a request with `box_count` real boxes runs: `full` (0 slots) without
+    boxes or without a fused signature, else the fused one with the fewest slots that hold them."""
+    if box_count and self._fused:
+      slots = next((n for n in self._fused if n >= box_count), max(self._fused))
+      return self._fused[slots], slots
+    return FULL_SIGNATURE, 0
+
   def ab(self, image_bytes: bytes, boxes: np.ndarray) -> np.ndarray:
-    """[S,S,2] ab; the full signature without boxes, the fused one with them."""
+    """[S,S,2] ab; the full signature without boxes, the smallest fused one that holds them."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     prepared = self._prepare(tf.constant(image_bytes), tf.constant(boxes))
     inputs = {k: v.numpy()[None] for k, v in prepared.items()}
-    if not len(boxes) or FUSED_SIGNATURE not in self._runners:
-      return self._runners[FULL_SIGNATURE](gray=inputs[features.GRAY])['ab'][0]
-    # A hint net's prepared inputs hold its (zero) hint map too; the file takes none.
-    fused_inputs = {k: inputs[k] for k in model.FusionNet.INPUTS}
-    return self._runners[FUSED_SIGNATURE](**fused_inputs)['ab'][0]
+    name, slots = self.signature(int(inputs[features.BOX_MASK].sum()))
+    if not slots:
+      return self._runners[name](gray=inputs[features.GRAY])['ab'][0]
+    # The real boxes fill the first slots; a hint net's prepared inputs hold its (zero) hint map
+    # too, which the file does not take.
+    fused_inputs = {k: inputs[k] if k == features.GRAY else inputs[k][:, :slots]
+                    for k in model.FusionNet.INPUTS}
+    return self._runners[name](**fused_inputs)['ab'][0]
 
   def colorize(self, image_bytes: bytes, boxes: np.ndarray) -> bytes:
     """The colorized PNG at the photo's resolution, as serving_default writes it."""

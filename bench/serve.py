@@ -2,7 +2,7 @@
 
   .venv/bin/python bench/serve.py [--widths 0.25 1.0] [--repeats 5] [--precisions ...]
   .venv/bin/python bench/serve.py --trained FUSION_MODEL_DIR --preset cpu [--data-dir VOC]
-  .venv/bin/python bench/serve.py --tflite [--widths 1.0] [--pushed SERVING_DIR]
+  .venv/bin/python bench/serve.py --tflite [--widths 1.0] [--presets cpu paper] [--pushed SERVING_DIR]
   .venv/bin/python bench/serve.py --hints [--widths 0.25 1.0]
 
 For each width and precision (default: float32 and what `auto` picks here, when that differs), the
@@ -18,7 +18,9 @@ with the Trainer's serving code (trainer/serving.py). In the same run:
   time (request GFLOP / backbone GFLOP/s). Goal: ratio <= 1.3.
 
 --tflite: the TFLite export (tools/export_tflite.py) against the SavedModel it comes from, per
-width (untrained nets at 256^2, K=8, as above) or for one pushed model (--pushed DIR): file size,
+width (untrained nets at 256^2, K=8, as above), per preset (--presets: untrained nets of each
+preset's own image size, width, K and objective, what a user of that preset exports) or for one
+pushed model (--pushed DIR): file size,
 and the latency of one request with 0, 2 and K boxes (JPEG in, PNG out for both: the export runs
 with the serving signature's own pre- and post-processing; 2 boxes run its `fused_2` signature),
 against the SavedModel in float32 and in what `auto` picks here. Goals: float16 file <= 0.5x
@@ -192,6 +194,20 @@ def _exported(fusion: model.FusionNet, config, path: str, precision: str) -> str
   return path
 
 
+def _alternating_ms(fns: Dict[str, object], repeats: int) -> Dict[str, float]:
+  """Median ms of each fn, timed in alternating rounds (one call of each per round): drift of a
+  shared machine over the minutes a run takes then weighs on every fn alike."""
+  for fn in fns.values():
+    fn()  # warm-up (graph building, interpreter allocation)
+  times: Dict[str, List[float]] = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return {name: 1000 * float(np.median(t)) for name, t in times.items()}
+
+
 def bench_tflite(saved_models: Dict[str, str], image: bytes, repeats: int,
                  quantizations: Sequence[str]) -> None:
   """saved_models: precision -> SavedModel of one net (float32 first); see the module docstring."""
@@ -201,36 +217,40 @@ def bench_tflite(saved_models: Dict[str, str], image: bytes, repeats: int,
   _, config = serving.load_net_record(reference)
   requests = {count: request_boxes(count).numpy()[0]
               for count in sorted({0, min(2, config.max_boxes), config.max_boxes})}
-  print(f"  {'model':<26} | {'MB':>6} | {'x SavedModel':>12} | " +
-        ' | '.join(f'{count} boxes ms' for count in requests) + ' | x SavedModel float32',
-        flush=True)
-  times = {}
+  runs, sizes = {}, {}  # row name -> request function(boxes); row name -> bytes
   for precision, path in saved_models.items():
     serve = tf.saved_model.load(path).signatures['serving_default']
-    times[precision] = [_median_ms(lambda: serve(images=tf.constant([image]),
-                                                 boxes=tf.constant(b[None])), repeats)
-                        for b in requests.values()]
     name = f'SavedModel {model.resolve_precision(precision)}'
-    print(f"  {name:<26} | {saved_bytes / 1e6:6.1f} | {1.0:12.2f} | " +
-          ' | '.join(f'{ms:>{len(str(c)) + 9}.0f}' for c, ms in zip(requests, times[precision])) +
-          ' | ' + ', '.join(f'{ms / base:.2f}' for ms, base in zip(times[precision],
-                                                                   times['float32'])), flush=True)
+    runs[name] = lambda b, serve=serve: serve(images=tf.constant([image]),
+                                              boxes=tf.constant(b[None]))
+    sizes[name] = saved_bytes
+  float32 = next(iter(runs))
   with tempfile.TemporaryDirectory() as tmp:
     for quantize in quantizations:
       flatbuffer, config = export_tflite.convert(reference, quantize)
       path = os.path.join(tmp, f'{quantize}.tflite')
       with open(path, 'wb') as f:
         f.write(flatbuffer)
-      tflite = export_tflite.TFLiteColorizer(path, config)
-      ms = [_median_ms(lambda: tflite.colorize(image, b), repeats) for b in requests.values()]
-      name = f'TFLite {quantize}'
-      print(f"  {name:<26} | {len(flatbuffer) / 1e6:6.1f} | {len(flatbuffer) / saved_bytes:12.2f} | "
-            + ' | '.join(f'{t:>{len(str(c)) + 9}.0f}' for c, t in zip(requests, ms)) + ' | ' +
-            ', '.join(f'{t / base:.2f}' for t, base in zip(ms, times['float32'])) +
-            ' (against ' + ', '.join(
-                f'{model.resolve_precision(p)} {", ".join(f"{t / b:.2f}" for t, b in zip(ms, v))}'
-                for p, v in times.items() if p != 'float32') + ')', flush=True)
-      print('    ' + str(export_tflite.check(tflite, reference, _check_photos())), flush=True)
+      runs[f'TFLite {quantize}'] = export_tflite.TFLiteColorizer(path, config)
+      sizes[f'TFLite {quantize}'] = len(flatbuffer)
+    times = {name: [] for name in runs}
+    for boxes in requests.values():
+      ms = _alternating_ms({name: (lambda run=run: run.colorize(image, boxes))
+                            if isinstance(run, export_tflite.TFLiteColorizer)
+                            else (lambda run=run: run(boxes))
+                            for name, run in runs.items()}, repeats)
+      for name, value in ms.items():
+        times[name].append(value)
+    print(f"  {'model':<26} | {'MB':>6} | {'x SavedModel':>12} | " +
+          ' | '.join(f'{count} boxes ms' for count in requests) + ' | x SavedModel float32',
+          flush=True)
+    for name, ms in times.items():
+      print(f"  {name:<26} | {sizes[name] / 1e6:6.1f} | {sizes[name] / saved_bytes:12.2f} | " +
+            ' | '.join(f'{t:>{len(str(c)) + 9}.0f}' for c, t in zip(requests, ms)) + ' | ' +
+            ', '.join(f'{t / base:.2f}' for t, base in zip(ms, times[float32])), flush=True)
+    for name, run in runs.items():
+      if isinstance(run, export_tflite.TFLiteColorizer):
+        print(f'    {name}: {export_tflite.check(run, reference, _check_photos())}', flush=True)
 
 
 def _check_photos():
@@ -286,6 +306,8 @@ def main() -> None:
                       choices=['none', 'float16', 'dynamic'])
   parser.add_argument('--hints', action='store_true',
                       help='what colour hints cost a request (colorize_with_hints)')
+  parser.add_argument('--presets', nargs='+', choices=sorted(configs.PRESETS),
+                      help="with --tflite: each preset's own net instead of --widths at 256^2")
   parser.add_argument('--pushed', metavar='SERVING_DIR',
                       help='with --tflite: this pushed model instead of untrained nets')
   args = parser.parse_args()
@@ -296,23 +318,33 @@ def main() -> None:
   buffer = io.BytesIO()
   photo.convert('RGB').resize((SIZE, SIZE)).save(buffer, format='JPEG', quality=95)
   image = tf.constant([buffer.getvalue()])
-  print(f'fusion net at {SIZE}^2, K={MAX_BOXES}, one {SIZE}x{SIZE} JPEG per request, '
-        f'{os.cpu_count()} cores, median of {args.repeats}', flush=True)
+  nets = (f'each preset\'s net' if args.tflite and args.presets else
+          'the pushed net' if args.tflite and args.pushed else
+          f'fusion net at {SIZE}^2, K={MAX_BOXES}')
+  print(f'{nets}, one {SIZE}x{SIZE} JPEG per request, {os.cpu_count()} cores, median of '
+        f'{args.repeats}' + (' (alternating rounds)' if args.tflite else ''), flush=True)
   if args.tflite and args.pushed:
     print(f'TFLite export of {args.pushed}', flush=True)
     bench_tflite({'float32': args.pushed}, image.numpy()[0], args.repeats, args.quantizations)
     return
-  for width in args.widths:
-    if args.tflite:
-      config = PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES,
-                              precision='float32').net_config()
+  if args.tflite:
+    if args.presets:
+      nets = {f'preset {preset} ({c.image_size}^2, width {c.width}, K={c.max_boxes}, '
+              f'{c.objective})': c for preset in args.presets
+              for c in [configs.get_config(preset, precision='float32').net_config()]}
+    else:
+      nets = {f'width {width}': PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES,
+                                               precision='float32').net_config()
+              for width in args.widths}
+    for name, config in nets.items():
       fusion = fusion_net(config)
-      print(f'width {width}: TFLite export against the SavedModel', flush=True)
+      print(f'{name}: TFLite export against the SavedModel', flush=True)
       with tempfile.TemporaryDirectory() as tmp:
         bench_tflite({p: _exported(fusion, config, os.path.join(tmp, p), p)
                       for p in dict.fromkeys(['float32'] + args.precisions)},
                      image.numpy()[0], args.repeats, args.quantizations)
-      continue
+    return
+  for width in args.widths:
     for precision in args.precisions:
       if args.hints:
         bench_hints(width, precision, image, args.repeats)

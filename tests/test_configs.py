@@ -51,7 +51,21 @@ def test_fusion_points_only_reach_the_fusion_stage():
     TrainerOptions(stage='full', net=config.net_config(), schedule=config.full,
                    fusion_points=('conv1_2',), flip_augmentation=False, min_crop_scale=1.0,
                    color_rebalance=0.0, backbone_init='none', freeze_backbone_epochs=0,
-                   init_model='', distribution='auto', worker_timeout=300)
+                   init_model='', distribution='auto', worker_timeout=300, tflite_export='off')
+
+
+def test_the_tflite_export_is_the_fusion_stage_s_alone():
+  config = configs.get_config('tiny', tflite_export='float16')
+  assert config.trainer_options('fusion').tflite_export == 'float16'
+  # Stages 1-2 write no file: their configs (and cache keys) do not change with it.
+  for stage in ('full', 'instance'):
+    assert config.trainer_options(stage).to_dict() == (
+        configs.get_config('tiny').trainer_options(stage).to_dict())
+  with pytest.raises(ConfigError, match='tflite_export belongs to the fusion stage only'):
+    TrainerOptions.from_dict({**config.trainer_options('full').to_dict(),
+                              'tflite_export': 'float16'})
+  with pytest.raises(ConfigError, match='tflite_export must be one of'):
+    configs.get_config('tiny', tflite_export='int8')
 
 
 def test_crops_reach_transform_and_stages_1_2_only():

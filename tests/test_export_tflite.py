@@ -95,3 +95,38 @@ def test_the_command_writes_the_file_and_prints_the_check(exported_model, tmp_pa
   assert out.stat().st_size > 0 and f'wrote {out}' in printed
   assert 'signatures full, fused, fused_1, fused_2 at 32x32' in printed
   assert 'ab against the SavedModel on 4 photos' in printed
+
+
+def test_export_into_writes_the_checked_file_into_the_model(exported_model, exports, photos,
+                                                            tmp_path):
+  """What the fusion Trainer does with tflite_export: the file and its record inside the serving
+  model (so Pusher pushes them with it), checked on real items, the same file `convert` gives."""
+  import hashlib
+  import json
+  import shutil
+
+  from trainer import names, serving
+
+  model_dir = str(tmp_path / 'model')
+  shutil.copytree(exported_model, model_dir)
+  _, config = exports['float16']
+  items = [{k: v.numpy()[None] for k, v in serving.prepare(
+               tf.constant(jpeg), tf.constant(np.asarray(boxes, np.float32).reshape(-1, 4)),
+               tf.constant(0), config).items()} for jpeg, boxes in photos]
+  record = export_tflite.export_into(model_dir, 'float16', iter(items), check_items=3)
+  written = (tmp_path / 'model' / names.TFLITE_FILE).read_bytes()
+  on_disk = json.loads((tmp_path / 'model' / names.TFLITE_RECORD).read_text())
+  assert on_disk == record and not list((tmp_path / 'model').glob('**/*.partial'))
+  assert record['sha256'] == hashlib.sha256(written).hexdigest()
+  assert record['bytes'] == len(written) and record['quantization'] == 'float16'
+  assert record['signatures'] == ['full', 'fused_1', 'fused_2', 'fused']
+  # Three items: each through `full`, and those with boxes through a fused signature too.
+  with_boxes = sum(1 for _, boxes in photos[:3] if len(boxes))
+  assert record['checked_items'] == 3 and record['checked_requests'] == 3 + with_boxes > 3
+  assert record['max_ab_difference'] < 2.0 and record['mean_ab'] > 0.5
+  # The file runs as the command's does: the same colours on a photo with boxes.
+  ours = export_tflite.TFLiteColorizer(str(tmp_path / 'model' / names.TFLITE_FILE), config)
+  theirs = export_tflite.TFLiteColorizer(exports['float16'][0], config)
+  jpeg, boxes = next(p for p in photos if len(p[1]))
+  np.testing.assert_allclose(ours.ab(jpeg, boxes), theirs.ab(jpeg, boxes), atol=1e-4)
+  assert f"{model_dir}/{names.TFLITE_FILE}: " in export_tflite.describe(record, model_dir)

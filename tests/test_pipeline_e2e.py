@@ -674,14 +674,14 @@ def test_a_pipeline_with_hints_trains_every_stage_with_them_and_serves_them(data
                                                                              capsys):
   """hints=True: every stage's net has the hint branch (stage 3's frozen nets are stage 1-2's,
   bit for bit), the pushed model takes hints, and `evaluate --hints` writes its table, metrics and
-  plot."""
+  plot. With tflite_export the pushed model holds its TFLite file, which lineage names."""
   import json
 
   import pipeline_runner
   from trainer import model, serving
 
   root = str(tmp_path / 'hinted')
-  config = CONFIG.replace(hints=True)
+  config = CONFIG.replace(hints=True, tflite_export='float16')
   run_pipeline(root, data_root, config=config)
   store = metadata.open_store(root)
   uris = {stage: metadata.latest_outputs(store, names.TRAINERS[stage])['model'][0].uri
@@ -697,6 +697,15 @@ def test_a_pipeline_with_hints_trains_every_stage_with_them_and_serves_them(data
                                     frozen.hint_convs[point].get_weights()[0])
   pushed = serving.resolve_saved_model(os.path.join(root, 'serving'))
   assert serving.load_net_record(pushed)[1].hints
+  # The fusion Trainer wrote the TFLite file into its model, checked on val items; Pusher pushed it.
+  with open(os.path.join(pushed, names.TFLITE_RECORD)) as f:
+    record = json.load(f)
+  assert os.path.getsize(os.path.join(pushed, names.TFLITE_FILE)) == record['bytes']
+  assert record['quantization'] == 'float16' and record['checked_items'] > 0
+  assert record['max_ab_difference'] < 2.0
+  assert pipeline_runner.main(['lineage', '--pipeline-root', root]) == 0
+  assert (f"TFLite file {os.path.join(pushed, names.TFLITE_FILE)} (float16, sha256 "
+          f"{record['sha256']})") in capsys.readouterr().out
   out = tmp_path / 'scores'
   assert pipeline_runner.main(['evaluate', '--model', pushed, '--data-dir', data_root,
                                '--hints', '0,2,5', '--out', str(out)]) == 0

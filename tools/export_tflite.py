@@ -30,10 +30,13 @@ on real photos.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
+import json
 import os
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -41,9 +44,9 @@ from ai_edge_litert import interpreter as litert
 
 from tools.colorize import resolve_model_dir
 from trainer import features, model, names, serving
+from trainer.config import TFLITE_QUANTIZATIONS as QUANTIZATIONS
 from trainer.config import NetConfig
 
-QUANTIZATIONS = ('none', 'float16', 'dynamic')
 FULL_SIGNATURE, FUSED_SIGNATURE = 'full', 'fused'
 
 
@@ -58,6 +61,11 @@ def fused_slot_counts(max_boxes: int) -> List[int]:
 def fused_signature(slots: int, max_boxes: int) -> str:
   """'fused' for K slots (the name files before the smaller signatures had), else 'fused_<n>'."""
   return FUSED_SIGNATURE if slots == max_boxes else f'{FUSED_SIGNATURE}_{slots}'
+
+
+def smallest_slots(box_count: int, slot_counts: Sequence[int]) -> int:
+  """The fewest slots (of sorted `slot_counts`) that hold `box_count` boxes; the most if none."""
+  return next((n for n in slot_counts if n >= box_count), max(slot_counts))
 
 
 def rebuild(model_dir: str) -> Tuple[NetConfig, model.ColorNet, Optional[model.FusionNet]]:
@@ -114,13 +122,13 @@ def tensor_functions(config: NetConfig, full: model.ColorNet, fused: Optional[mo
   return holder, functions
 
 
-def convert(model_dir: str, quantize: str = 'none') -> Tuple[bytes, NetConfig]:
-  """The pushed model (or Pusher destination) -> (TFLite flatbuffer, its NetConfig)."""
+def _check_quantize(quantize: str) -> None:
+  # Before the nets are rebuilt and traced (a minute at full width).
   if quantize not in QUANTIZATIONS:
     raise ValueError(f'quantize must be one of {QUANTIZATIONS}, not {quantize!r}')
-  model_dir = resolve_model_dir(model_dir)
-  config, full, fused = rebuild(model_dir)
-  module, signatures = tensor_functions(config, full, fused)
+
+
+def _flatbuffer(module: tf.Module, signatures: Dict[str, Any], quantize: str) -> bytes:
   with tempfile.TemporaryDirectory() as tmp:
     # Through a SavedModel: the converter's way to keep several named signatures in one file.
     tf.saved_model.save(module, tmp, signatures=signatures)
@@ -129,7 +137,84 @@ def convert(model_dir: str, quantize: str = 'none') -> Tuple[bytes, NetConfig]:
       converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == 'float16':
       converter.target_spec.supported_types = [tf.float16]
-    return converter.convert(), config
+    return converter.convert()
+
+
+def convert(model_dir: str, quantize: str = 'none') -> Tuple[bytes, NetConfig]:
+  """The pushed model (or Pusher destination) -> (TFLite flatbuffer, its NetConfig)."""
+  _check_quantize(quantize)
+  config, full, fused = rebuild(resolve_model_dir(model_dir))
+  return _flatbuffer(*tensor_functions(config, full, fused), quantize), config
+
+
+def _item_requests(item: Dict[str, np.ndarray], max_boxes: int, slot_counts: Sequence[int]
+                   ) -> List[Tuple[str, Dict[str, np.ndarray]]]:
+  """A fusion item ([1,...] arrays) as the requests a client sends for it: `full` alone, and
+  with boxes the smallest fused signature that holds them, given the item's first slots (where
+  serving and Transform put the real boxes)."""
+  requests = [(FULL_SIGNATURE, {features.GRAY: item[features.GRAY]})]
+  count = int(item[features.BOX_MASK].sum())
+  if count and slot_counts:
+    slots = smallest_slots(count, slot_counts)
+    requests.append((fused_signature(slots, max_boxes),
+                     {k: item[k] if k == features.GRAY else item[k][:, :slots]
+                      for k in model.FusionNet.INPUTS}))
+  return requests
+
+
+def export_into(model_dir: str, quantize: str, items: Iterable[Dict[str, Any]],
+                check_items: int = 8) -> Dict[str, Any]:
+  """Writes a serving model's TFLite file into the model (names.TFLITE_FILE, then its record,
+  names.TFLITE_RECORD; what the fusion Trainer does with `tflite_export`) and
+  returns the record. Before writing, each signature a client would call is run on up to
+  `check_items` of `items` (the fusion stage's inputs, batches of one: real photos) under LiteRT
+  and against the same function in TensorFlow: the converter's ab error on real inputs."""
+  _check_quantize(quantize)
+  start = time.perf_counter()
+  config, full, fused = rebuild(model_dir)
+  module, signatures = tensor_functions(config, full, fused)
+  flatbuffer = _flatbuffer(module, signatures, quantize)
+  interpreter = litert.Interpreter(model_content=flatbuffer, num_threads=os.cpu_count())
+  slot_counts = fused_slot_counts(config.max_boxes) if fused is not None else []
+  differences: List[np.ndarray] = []
+  magnitudes: List[float] = []
+  checked = 0
+  for item in itertools.islice(items, check_items):
+    item = {k: np.asarray(v, np.float32) for k, v in item.items() if k in model.FusionNet.INPUTS}
+    checked += 1
+    for name, inputs in _item_requests(item, config.max_boxes, slot_counts):
+      ours = interpreter.get_signature_runner(name)(**inputs)['ab']
+      theirs = signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})['ab'].numpy()
+      differences.append(np.abs(ours - theirs).ravel())
+      magnitudes.append(float(np.abs(theirs).mean()))
+  if not checked:
+    raise ValueError(f'tflite_export: no items to check the TFLite file of {model_dir} on')
+  flat = np.concatenate(differences)
+  record = {'file': names.TFLITE_FILE, 'quantization': quantize, 'bytes': len(flatbuffer),
+            'sha256': hashlib.sha256(flatbuffer).hexdigest(),
+            'signatures': list(signatures), 'image_size': config.image_size,
+            'max_boxes': config.max_boxes, 'checked_items': checked,
+            'checked_requests': len(differences), 'max_ab_difference': float(flat.max()),
+            'mean_ab_difference': float(flat.mean()), 'mean_ab': float(np.mean(magnitudes)),
+            'seconds': round(time.perf_counter() - start, 1)}
+  for name, content in ((names.TFLITE_FILE, flatbuffer),
+                        (names.TFLITE_RECORD, json.dumps(record, indent=1))):
+    path = os.path.join(model_dir, name)
+    # Written under another name and renamed: no half-written file under the final name.
+    with tf.io.gfile.GFile(path + '.partial', 'wb' if isinstance(content, bytes) else 'w') as f:
+      f.write(content)
+    tf.io.gfile.rename(path + '.partial', path, overwrite=True)
+  return record
+
+
+def describe(record: Dict[str, Any], model_dir: str) -> str:
+  """One line on the TFLite file export_into wrote into `model_dir`, from its record."""
+  return (f"{os.path.join(model_dir, record['file'])}: {record['bytes'] / 1e6:.1f} MB, "
+          f"quantization {record['quantization']}, signatures {', '.join(record['signatures'])} "
+          f"at {record['image_size']}x{record['image_size']}; ab against the nets on "
+          f"{record['checked_items']} val items ({record['checked_requests']} requests): mean "
+          f"|difference| {record['mean_ab_difference']:.3f}, max "
+          f"{record['max_ab_difference']:.3f} (mean |ab| {record['mean_ab']:.2f})")
 
 
 def saved_model_bytes(model_dir: str) -> int:
@@ -166,7 +251,7 @@ class TFLiteColorizer:
     """(signature, slots) a request with `box_count` real boxes runs: `full` (0 slots) without
     boxes or without a fused signature, else the fused one with the fewest slots that hold them."""
     if box_count and self._fused:
-      slots = next((n for n in self._fused if n >= box_count), max(self._fused))
+      slots = smallest_slots(box_count, list(self._fused))
       return self._fused[slots], slots
     return FULL_SIGNATURE, 0
 

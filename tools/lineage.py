@@ -65,6 +65,11 @@ class Lineage:
     start = (self.latest_pushed_model() if artifact_id is None
              else self.store.get_artifacts_by_id([artifact_id])[0])
     entries: List[Dict[str, Any]] = [{'stage': 'pushed model', **_artifact(start, 'pushed_model')}]
+    # The TFLite file the fusion Trainer wrote into the model (tflite_export), pushed with it.
+    tflite = _json_file(os.path.join(entries[0].get('pushed_destination') or start.uri,
+                                     names.TFLITE_RECORD))
+    if tflite:
+      entries[0]['tflite'] = tflite
     execution = metadata.producer(self.store, start.id)
     for expected, next_key in _CHAIN:
       if execution is None:
@@ -121,8 +126,11 @@ def _weights_record(model_uri: str, name: str) -> Optional[Dict[str, str]]:
   """What a stage started from, as its Trainer recorded it beside the weights: stage 1's encoder
   (BACKBONE_FILE: backbone_init, path, sha256) or a fine-tuned stage's model (INIT_MODEL_FILE:
   init_model, stage, sha256 of its variables); None where there is no record."""
+  return _json_file(os.path.join(model_uri, names.WEIGHTS_DIR, name))
+
+
+def _json_file(path: str) -> Optional[Dict[str, Any]]:
   import tensorflow as tf
-  path = os.path.join(model_uri, names.WEIGHTS_DIR, name)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:
@@ -134,7 +142,12 @@ def format_chain(entries: List[Dict[str, Any]]) -> str:
   for i, entry in enumerate(entries):
     arrow = '   ' if i == 0 else '<- '
     if entry['stage'] == 'pushed model':
-      lines.append(f"pushed model #{entry['id']}: {entry.get('pushed_destination') or entry['uri']}")
+      destination = entry.get('pushed_destination') or entry['uri']
+      lines.append(f"pushed model #{entry['id']}: {destination}")
+      if entry.get('tflite'):
+        tflite = entry['tflite']
+        lines.append(f"     TFLite file {os.path.join(destination, tflite['file'])} "
+                     f"({tflite['quantization']}, sha256 {tflite['sha256']})")
       continue
     if entry['stage'] == 'input data':
       fingerprint = (entry['input_fingerprint'] or '').replace('\n', '\n                 ')

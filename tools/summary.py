@@ -99,7 +99,13 @@ def print_evaluation(store) -> None:
   if pusher:
     pushed = pusher['pushed_model'][0]
     if pushed.custom_properties['pushed'].int_value == 1:
-      print(f"Pusher: serving model at {pushed.custom_properties['pushed_destination'].string_value}")
+      destination = pushed.custom_properties['pushed_destination'].string_value
+      print(f'Pusher: serving model at {destination}')
+      record = os.path.join(destination, names.TFLITE_RECORD)
+      if tf.io.gfile.exists(record):  # the fusion Trainer's tflite_export
+        from tools import export_tflite
+        with tf.io.gfile.GFile(record) as f:
+          print(f'  TFLite file {export_tflite.describe(json.load(f), destination)}')
     else:
       print('Pusher: not pushed (the model was not blessed)')
 

@@ -156,6 +156,10 @@ OBJECTIVES: Tuple[str, ...] = (HUBER, CLASSIFICATION)
 # How the Trainers spread over devices and machines (trainer/distribute.py): 'auto' (every local
 # GPU, or the TF_CONFIG cluster of a training job), 'mirrored', 'multi_worker', 'one_device'.
 DISTRIBUTIONS: Tuple[str, ...] = ('auto', 'mirrored', 'multi_worker', 'one_device')
+# The fusion Trainer's TFLite file beside its serving model (tools/export_tflite.py): 'off', or
+# the weights' quantization as `export --quantize` takes it ('none' keeps float32 weights).
+TFLITE_OFF = 'off'
+TFLITE_QUANTIZATIONS: Tuple[str, ...] = ('none', 'float16', 'dynamic')
 
 # field name -> rule(value, name) returning the normalised value. The only place rules live.
 _RULES: Dict[str, Callable[[Any, str], Any]] = {
@@ -174,6 +178,7 @@ _RULES: Dict[str, Callable[[Any, str], Any]] = {
     'precision': lambda v, n: _choice(v, n, PRECISIONS),
     'distribution': lambda v, n: _choice(v, n, DISTRIBUTIONS),
     'worker_timeout': lambda v, n: _integer(v, n, minimum=5),
+    'tflite_export': lambda v, n: _choice(v, n, (TFLITE_OFF,) + TFLITE_QUANTIZATIONS),
     'objective': lambda v, n: _choice(v, n, OBJECTIVES),
     'annealed_temperature': lambda v, n: _number(v, n, positive=True, maximum=1.0),
     'width': lambda v, n: _number(v, n, positive=True),
@@ -243,6 +248,10 @@ class PipelineConfig:
   # waits, when a worker has not come up or stops answering within `worker_timeout` seconds.
   distribution: str = 'auto'
   worker_timeout: int = 300
+  # The fusion Trainer also writes the model as a TFLite file into its serving model's
+  # assets.extra (so Pusher pushes it with the model), its weights quantized this way, checked
+  # against the nets on val items: 'off' (default), 'none' (float32), 'float16' or 'dynamic'.
+  tflite_export: str = TFLITE_OFF
   # VocExampleGen: splits and validation limits.
   split_mode: str = 'auto'  # 'auto' | 'lists' (ImageSets/Main) | 'hash' (on image/source_id)
   max_image_pixels: int = 40_000_000
@@ -345,7 +354,9 @@ class PipelineConfig:
                           backbone_init=self.backbone_init if first else BACKBONE_NONE,
                           freeze_backbone_epochs=self.freeze_backbone_epochs if first else 0,
                           init_model=self.init_model, distribution=self.distribution,
-                          worker_timeout=self.worker_timeout)
+                          worker_timeout=self.worker_timeout,
+                          tflite_export=self.tflite_export if stage == names.FUSION
+                          else TFLITE_OFF)
 
 
 # --- views ----------------------------------------------------------------------------------------
@@ -433,6 +444,7 @@ class TrainerOptions(_View):
   init_model: str
   distribution: str
   worker_timeout: int
+  tflite_export: str
 
   def __post_init__(self):
     _choice(self.stage, 'stage', names.STAGES)
@@ -447,8 +459,10 @@ class TrainerOptions(_View):
       object.__setattr__(self, 'fusion_points', ())
     _flag(self.flip_augmentation, 'flip_augmentation')
     for field in ('min_crop_scale', 'color_rebalance', 'backbone_init', 'freeze_backbone_epochs',
-                  'distribution', 'worker_timeout'):
+                  'distribution', 'worker_timeout', 'tflite_export'):
       object.__setattr__(self, field, _RULES[field](getattr(self, field), field))
+    if self.stage != names.FUSION and self.tflite_export != TFLITE_OFF:
+      raise ConfigError(f'tflite_export belongs to the fusion stage only, not {self.stage!r}')
     if self.stage != names.FULL and (self.backbone_init != BACKBONE_NONE
                                      or self.freeze_backbone_epochs):
       raise ConfigError(f'backbone_init belongs to the full stage only, not {self.stage!r}')

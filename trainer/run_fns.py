@@ -21,7 +21,7 @@ from absl import logging
 from tfx import v1 as tfx
 
 from trainer import backbone, data, distribute, model, names, rebalance, serving
-from trainer.config import BACKBONE_NONE, TrainerOptions
+from trainer.config import BACKBONE_NONE, TFLITE_OFF, TrainerOptions
 
 # The custom_config keys of TFX's Google Cloud AI Platform Trainer extension all start with this.
 VERTEX_KEY_PREFIX = 'ai_platform_'
@@ -268,6 +268,22 @@ def _train(fn_args: tfx.components.FnArgs, options: TrainerOptions,
     with tf.io.gfile.GFile(os.path.join(weights_dir, name), 'w') as f:
       json.dump(record, f)
   serving.export(colorizer, tf_transform_output, fn_args.serving_model_dir)
+  if options.tflite_export != TFLITE_OFF:
+    _export_tflite(fn_args.serving_model_dir, options.tflite_export,
+                   dataset(fn_args.eval_files if eval_count else fn_args.train_files,
+                           training=False, batch_size=1))
+
+
+def _export_tflite(serving_model_dir: str, quantize: str, items: tf.data.Dataset) -> None:
+  """The serving model as a TFLite file inside it (Pusher pushes the two together), checked on
+  real items of the stage's data."""
+  from tools import export_tflite  # the converter and LiteRT: only where a file is asked for
+  logging.info('fusion stage: writing the TFLite file (quantization %s)', quantize)
+  record = export_tflite.export_into(
+      serving_model_dir, quantize, ({k: v.numpy() for k, v in inputs.items()}
+                                    for inputs, _ in items))
+  logging.info('fusion stage: wrote %s in %.0f s',
+               export_tflite.describe(record, serving_model_dir), record['seconds'])
 
 
 def run_full(fn_args: tfx.components.FnArgs) -> None:

@@ -23,8 +23,9 @@ preset's own image size, width, K and objective, what a user of that preset expo
 pushed model (--pushed DIR): file size,
 and the latency of one request with 0, 2 and K boxes (JPEG in, PNG out for both: the export runs
 with the serving signature's own pre- and post-processing; 2 boxes run its `fused_2` signature),
-against the SavedModel in float32 and in what `auto` picks here. Goals: float16 file <= 0.5x
-the SavedModel, latency <= 1.2x.
+against the SavedModel in float32 and in what `auto` picks here (timed in alternating rounds),
+then each signature of the file alone on random inputs (what a box slot costs). Goals: float16
+file <= 0.5x the SavedModel, latency <= 1.2x.
 
 --hints: what colour hints cost a request of a net trained with them (goal <= 1.05x): per width
 and precision, untrained nets at 256^2, K=8 as above, the hint net's colorize_with_hints with 10
@@ -251,6 +252,26 @@ def bench_tflite(saved_models: Dict[str, str], image: bytes, repeats: int,
     for name, run in runs.items():
       if isinstance(run, export_tflite.TFLiteColorizer):
         print(f'    {name}: {export_tflite.check(run, reference, _check_photos())}', flush=True)
+        print(f'    {name}, each signature alone (interpreter only): ' +
+              ', '.join(f'{signature} {ms:.0f} ms' for signature, ms in
+                        _signature_ms(run, config, repeats).items()), flush=True)
+
+
+def _signature_ms(tflite, config, repeats: int) -> Dict[str, float]:
+  """Median ms of each signature of the file on random inputs with every slot a real box: what
+  one box slot costs beyond `full`, without the request's pre- and post-processing."""
+  from tools import export_tflite
+  rng = np.random.default_rng(0)
+  s = config.image_size
+  gray = rng.uniform(-0.5, 0.5, [1, s, s, 1]).astype(np.float32)
+  calls = {export_tflite.FULL_SIGNATURE: {'gray': gray}}
+  for slots, signature in tflite.fused.items():
+    calls[signature] = {'gray': gray, 'boxes': request_boxes(slots).numpy(),
+                        'instance_gray': rng.uniform(-0.5, 0.5, [1, slots, s, s, 1]
+                                                     ).astype(np.float32),
+                        'box_mask': np.ones([1, slots], np.float32)}
+  return {signature: _median_ms(lambda: tflite.runners[signature](**inputs), repeats)
+          for signature, inputs in calls.items()}
 
 
 def _check_photos():

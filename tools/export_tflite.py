@@ -232,12 +232,12 @@ class TFLiteColorizer:
     self.config = config
     # LiteRT's interpreter: XNNPACK, as on phones (TensorFlow's own runs 2.5x slower on x86).
     self.interpreter = litert.Interpreter(model_path=path, num_threads=threads or os.cpu_count())
-    self._runners = {key: self.interpreter.get_signature_runner(key)
-                     for key in self.interpreter.get_signature_list()}
+    self.runners = {key: self.interpreter.get_signature_runner(key)
+                    for key in self.interpreter.get_signature_list()}
     # slot count -> fused signature, smallest first.
-    self._fused = {n: fused_signature(n, config.max_boxes)
+    self.fused = {n: fused_signature(n, config.max_boxes)
                    for n in fused_slot_counts(config.max_boxes)
-                   if fused_signature(n, config.max_boxes) in self._runners}
+                   if fused_signature(n, config.max_boxes) in self.runners}
     # The serving signature's own pre- and post-processing, as graphs (as fast as in serving).
     self._prepare = tf.function(
         lambda image, boxes: serving.prepare(image, boxes, tf.constant(0), config),
@@ -250,9 +250,9 @@ class TFLiteColorizer:
   def signature(self, box_count: int) -> Tuple[str, int]:
     """(signature, slots) a request with `box_count` real boxes runs: `full` (0 slots) without
     boxes or without a fused signature, else the fused one with the fewest slots that hold them."""
-    if box_count and self._fused:
-      slots = smallest_slots(box_count, list(self._fused))
-      return self._fused[slots], slots
+    if box_count and self.fused:
+      slots = smallest_slots(box_count, list(self.fused))
+      return self.fused[slots], slots
     return FULL_SIGNATURE, 0
 
   def ab(self, image_bytes: bytes, boxes: np.ndarray) -> np.ndarray:
@@ -262,12 +262,12 @@ class TFLiteColorizer:
     inputs = {k: v.numpy()[None] for k, v in prepared.items()}
     name, slots = self.signature(int(inputs[features.BOX_MASK].sum()))
     if not slots:
-      return self._runners[name](gray=inputs[features.GRAY])['ab'][0]
+      return self.runners[name](gray=inputs[features.GRAY])['ab'][0]
     # The real boxes fill the first slots; a hint net's prepared inputs hold its (zero) hint map
     # too, which the file does not take.
     fused_inputs = {k: inputs[k] if k == features.GRAY else inputs[k][:, :slots]
                     for k in model.FusionNet.INPUTS}
-    return self._runners[name](**fused_inputs)['ab'][0]
+    return self.runners[name](**fused_inputs)['ab'][0]
 
   def colorize(self, image_bytes: bytes, boxes: np.ndarray) -> bytes:
     """The colorized PNG at the photo's resolution, as serving_default writes it."""

@@ -339,10 +339,10 @@ def main() -> None:
   buffer = io.BytesIO()
   photo.convert('RGB').resize((SIZE, SIZE)).save(buffer, format='JPEG', quality=95)
   image = tf.constant([buffer.getvalue()])
-  nets = (f'each preset\'s net' if args.tflite and args.presets else
-          'the pushed net' if args.tflite and args.pushed else
-          f'fusion net at {SIZE}^2, K={MAX_BOXES}')
-  print(f'{nets}, one {SIZE}x{SIZE} JPEG per request, {os.cpu_count()} cores, median of '
+  measured = ('the pushed net' if args.tflite and args.pushed else
+              "each preset's net" if args.tflite and args.presets else
+              f'fusion net at {SIZE}^2, K={MAX_BOXES}')
+  print(f'{measured}, one {SIZE}x{SIZE} JPEG per request, {os.cpu_count()} cores, median of '
         f'{args.repeats}' + (' (alternating rounds)' if args.tflite else ''), flush=True)
   if args.tflite and args.pushed:
     print(f'TFLite export of {args.pushed}', flush=True)

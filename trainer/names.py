@@ -53,12 +53,12 @@ HISTORY_FILE = 'history.json'
 TRAINING_FILE = 'training.json'
 # ... and, when stage 1's encoder started from pretrained weights, what they were (source, sha256).
 BACKBONE_FILE = 'backbone_init.json'
+# Beside the weights too: the model a fine-tuning run's stage started from (init_model).
+INIT_MODEL_FILE = 'init_model.json'
 # The fusion Trainer's TFLite file in its serving model (`tflite_export`; Pusher pushes it with
 # the model) and its record: quantization, size, sha256, the check on val items.
 TFLITE_FILE = os.path.join('assets.extra', 'instcolor.tflite')
 TFLITE_RECORD = os.path.join('assets.extra', 'instcolor_tflite.json')
-# Beside the weights too: the model a fine-tuning run's stage started from (init_model).
-INIT_MODEL_FILE = 'init_model.json'
 
 
 def weights_file(model_uri: str, net: str) -> str:

@@ -68,6 +68,14 @@ def smallest_slots(box_count: int, slot_counts: Sequence[int]) -> int:
   return next((n for n in slot_counts if n >= box_count), max(slot_counts))
 
 
+def fused_inputs(inputs: Dict[str, np.ndarray], slots: int) -> Dict[str, np.ndarray]:
+  """A fused signature's inputs from K-slot ones ([1,...] arrays) with the real boxes in the
+  first slots: their first `slots` slots. A hint net's inputs hold its hint map too, which the
+  file does not take."""
+  return {k: inputs[k] if k == features.GRAY else inputs[k][:, :slots]
+          for k in model.FusionNet.INPUTS}
+
+
 def rebuild(model_dir: str) -> Tuple[NetConfig, model.ColorNet, Optional[model.FusionNet]]:
   """(float32 NetConfig, the full-image net, the fused net or None for a full or instance stage's
   model) with the SavedModel's weights; the fusion layers paste by gathers."""
@@ -156,9 +164,7 @@ def _item_requests(item: Dict[str, np.ndarray], max_boxes: int, slot_counts: Seq
   count = int(item[features.BOX_MASK].sum())
   if count and slot_counts:
     slots = smallest_slots(count, slot_counts)
-    requests.append((fused_signature(slots, max_boxes),
-                     {k: item[k] if k == features.GRAY else item[k][:, :slots]
-                      for k in model.FusionNet.INPUTS}))
+    requests.append((fused_signature(slots, max_boxes), fused_inputs(item, slots)))
   return requests
 
 
@@ -180,22 +186,22 @@ def export_into(model_dir: str, quantize: str, items: Iterable[Dict[str, Any]],
   magnitudes: List[float] = []
   checked = 0
   for item in itertools.islice(items, check_items):
-    item = {k: np.asarray(v, np.float32) for k, v in item.items() if k in model.FusionNet.INPUTS}
+    item = {k: np.asarray(v, np.float32) for k, v in item.items()}
     checked += 1
     for name, inputs in _item_requests(item, config.max_boxes, slot_counts):
       ours = interpreter.get_signature_runner(name)(**inputs)['ab']
       theirs = signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})['ab'].numpy()
-      differences.append(np.abs(ours - theirs).ravel())
+      differences.append(np.abs(ours - theirs))
       magnitudes.append(float(np.abs(theirs).mean()))
   if not checked:
     raise ValueError(f'tflite_export: no items to check the TFLite file of {model_dir} on')
-  flat = np.concatenate(differences)
+  result = Check.of(checked, differences, magnitudes)
   record = {'file': names.TFLITE_FILE, 'quantization': quantize, 'bytes': len(flatbuffer),
             'sha256': hashlib.sha256(flatbuffer).hexdigest(),
             'signatures': list(signatures), 'image_size': config.image_size,
-            'max_boxes': config.max_boxes, 'checked_items': checked,
-            'checked_requests': len(differences), 'max_ab_difference': float(flat.max()),
-            'mean_ab_difference': float(flat.mean()), 'mean_ab': float(np.mean(magnitudes)),
+            'max_boxes': config.max_boxes, 'checked_items': result.photos,
+            'checked_requests': result.requests, 'max_ab_difference': result.max_ab_difference,
+            'mean_ab_difference': result.mean_ab_difference, 'mean_ab': result.mean_ab,
             'seconds': round(time.perf_counter() - start, 1)}
   for name, content in ((names.TFLITE_FILE, flatbuffer),
                         (names.TFLITE_RECORD, json.dumps(record, indent=1))):
@@ -263,11 +269,7 @@ class TFLiteColorizer:
     name, slots = self.signature(int(inputs[features.BOX_MASK].sum()))
     if not slots:
       return self.runners[name](gray=inputs[features.GRAY])['ab'][0]
-    # The real boxes fill the first slots; a hint net's prepared inputs hold its (zero) hint map
-    # too, which the file does not take.
-    fused_inputs = {k: inputs[k] if k == features.GRAY else inputs[k][:, :slots]
-                    for k in model.FusionNet.INPUTS}
-    return self.runners[name](**fused_inputs)['ab'][0]
+    return self.runners[name](**fused_inputs(inputs, slots))['ab'][0]
 
   def colorize(self, image_bytes: bytes, boxes: np.ndarray) -> bytes:
     """The colorized PNG at the photo's resolution, as serving_default writes it."""
@@ -283,6 +285,14 @@ class Check:
   max_ab_difference: float
   mean_ab_difference: float
   mean_ab: float  # the SavedModel's mean |ab|: the scale of the differences
+
+  @classmethod
+  def of(cls, photos: int, differences: Sequence[np.ndarray], magnitudes: Sequence[float]
+         ) -> 'Check':
+    """From each request's |ab difference| array and the reference's mean |ab|."""
+    flat = np.concatenate([d.ravel() for d in differences])
+    return cls(photos, len(differences), float(flat.max()), float(flat.mean()),
+               float(np.mean(magnitudes)))
 
   def __str__(self) -> str:
     return (f'ab against the SavedModel on {self.photos} photos ({self.requests} requests, with '
@@ -304,9 +314,7 @@ def check(tflite: TFLiteColorizer, model_dir: str,
                          )['ab'].numpy()[0]
       differences.append(np.abs(ours - theirs))
       magnitudes.append(float(np.abs(theirs).mean()))
-  flat = np.concatenate([d.ravel() for d in differences])
-  return Check(len(photos), len(differences), float(flat.max()), float(flat.mean()),
-               float(np.mean(magnitudes)))
+  return Check.of(len(photos), differences, magnitudes)
 
 
 def median_seconds(fn, repeats: int = 5) -> float:

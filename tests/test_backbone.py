@@ -58,6 +58,54 @@ def test_the_gray_first_layer_sees_what_vgg_sees_on_a_gray_photo(hed):
   assert float(tf.reduce_mean(tf.abs(vgg - unbiased)) / tf.reduce_mean(tf.abs(vgg))) > 3 * error
 
 
+def _sample_gray(size: int) -> tf.Tensor:
+  photos = [np.asarray(sample_image(name).convert('RGB').resize((size, size)), np.float32) / 255
+            for name in ('astronaut', 'coffee', 'grace_hopper', 'motorcycle_left', 'rocket',
+                         'flower')]
+  return color.normalize_l(color.lightness(tf.constant(np.stack(photos))))
+
+
+def _encoder_output(net: model.ColorNet, gray: tf.Tensor, training: bool) -> tf.Tensor:
+  """conv5_3's ReLU output (before its batch norm), every batch norm in the given mode."""
+  x = gray
+  for point in backbone.FEEDING_BLOCKS + ('conv5_3',):
+    *body, norm = net.blocks[point].layers
+    for layer in body:
+      x = layer(x)
+    if point != 'conv5_3':
+      x = norm(x, training=training)
+  return x
+
+
+def _relative_error(ours: tf.Tensor, reference: tf.Tensor, border: int) -> float:
+  inner = lambda t: t[:, border:-border, border:-border]  # noqa: E731
+  return float(tf.reduce_mean(tf.abs(inner(ours) - inner(reference))) /
+               tf.reduce_mean(tf.abs(inner(reference))))
+
+
+def test_calibration_keeps_vgg16s_function_through_the_batch_norms(hed):
+  """A fresh net's batch norms are identities in inference mode, so it computes VGG16 (the
+  reference); in training mode they normalise each block and conv2_1 onwards compute something
+  else. Calibrated, the encoder computes VGG16 in both modes (up to the zero-padded border)."""
+  config = PipelineConfig(image_size=256, width=1.0, precision='float32').net_config()
+  gray = _sample_gray(config.image_size)
+  net = model.ColorNet(config, 'full')
+  backbone.assign(net, hed)
+  reference = _encoder_output(net, gray, training=False)
+  assert _relative_error(_encoder_output(net, gray, training=True), reference, 10) > 0.5
+  calibrated = model.ColorNet(config, 'full')
+  backbone.assign(calibrated, hed)
+  backbone.calibrate(calibrated, gray)
+  for training in (False, True):
+    assert _relative_error(_encoder_output(calibrated, gray, training), reference, 10) < 0.02
+  # Each feeding batch norm now outputs zero-mean, unit-variance features on these photos.
+  x = gray
+  for point in backbone.FEEDING_BLOCKS:
+    x = calibrated.blocks[point](x, training=False)
+    assert abs(float(tf.reduce_mean(x))) < 0.05
+    assert 0.5 < float(tf.math.reduce_std(x)) < 1.5
+
+
 def test_keras2_layout_reads_the_same_convs(hed, tmp_path):
   """Keras applications' own notop file names layers block<b>_conv<i>/.../kernel:0."""
   raw = backbone.read_vgg16_convs(hed.path)

@@ -49,12 +49,22 @@ def test_stage_one_starts_from_vgg16_keeps_it_frozen_and_records_it(root, capsys
   full_uri = _model_uri(root, 'full_trainer')
   hed = backbone.load('vgg16_hed')
   initial, trained = _full_net(full_uri, 'full_initial'), _full_net(full_uri, 'full')
-  for (kernel, bias), start, end in zip(hed.convs, initial.encoder_convs(),
-                                        trained.encoder_convs()):
-    np.testing.assert_array_equal(start.get_weights()[0], kernel)
-    np.testing.assert_array_equal(start.get_weights()[1], bias)
+  folded = set(backbone.NEXT_PRETRAINED_CONV.values())  # absorb the calibrated batch norms
+  for name, (kernel, bias), start, end in zip(backbone.ENCODER_LAYERS, hed.convs,
+                                              initial.encoder_convs(), trained.encoder_convs()):
+    if name not in folded:
+      np.testing.assert_array_equal(start.get_weights()[0], kernel)
+      np.testing.assert_array_equal(start.get_weights()[1], bias)
+    else:
+      assert not np.array_equal(start.get_weights()[0], kernel)
     # Frozen for both epochs: bit-identical at the end.
-    np.testing.assert_array_equal(end.get_weights()[0], kernel)
+    np.testing.assert_array_equal(end.get_weights()[0], start.get_weights()[0])
+  # So are the batch norms that feed them (calibrated, never updated).
+  for start, end in zip(backbone.feeding_batch_norms(initial),
+                        backbone.feeding_batch_norms(trained)):
+    for before, after in zip(start.get_weights(), end.get_weights()):
+      np.testing.assert_array_equal(after, before)
+    assert not np.array_equal(start.get_weights()[2], np.zeros_like(start.get_weights()[2]))
   decoder = lambda net: net.blocks['conv8_3'].get_weights()[0]  # noqa: E731
   assert not np.array_equal(decoder(initial), decoder(trained))  # the rest trained
   with open(os.path.join(full_uri, names.WEIGHTS_DIR, names.HISTORY_FILE)) as f:

@@ -193,3 +193,48 @@ def assign(color_net, weights: BackboneWeights) -> None:
       raise ValueError(f'{layer.name} has kernel {tuple(layer.kernel.shape)}, the weights '
                        f'{kernel.shape}: backbone_init needs width=1')
     layer.set_weights([kernel, bias])
+
+
+# Blocks ending in a batch norm whose output feeds a pretrained conv, and that conv (conv5_3's
+# batch norm feeds the decoder, which starts random).
+NEXT_PRETRAINED_CONV = {'conv1_2': 'conv2_1', 'conv2_2': 'conv3_1', 'conv3_3': 'conv4_1',
+                        'conv4_3': 'conv5_1'}
+FEEDING_BLOCKS: Tuple[str, ...] = tuple(NEXT_PRETRAINED_CONV)
+
+
+def calibrate(color_net, gray) -> None:
+  """Makes the net's encoder compute VGG16's own function on the photos' scale.
+
+  ColorNet ends each block with a batch norm, VGG16 has none: VGG's conv2_1 saw conv1_2's ReLU
+  output (a mean of about 17 on photos), a fresh batch norm in training mode hands it zero-mean,
+  unit-variance features instead, and every later pretrained conv then computes something VGG
+  never learned. Here each block's batch norm gets the statistics (mean m, variance v) of its
+  block's output on `gray` [N,S,S,1] (training photos), and the next pretrained conv absorbs
+  them: W' = W sqrt(v + eps), b' = b + sum W m, so conv'(bn(x)) = conv(x) away from the
+  zero-padded border. With those batch norms frozen (`feeding_batch_norms`) the frozen encoder
+  is VGG16, and the decoder, the shortcuts and the fusion points all see normalised features.
+  """
+  import tensorflow as tf  # not at import: the CLI checks sources without loading TensorFlow
+  x = gray
+  for point in FEEDING_BLOCKS + ('conv5_3',):
+    *body, norm = color_net.blocks[point].layers
+    for layer in body:
+      x = layer(x)
+    values = tf.cast(x, tf.float32)
+    mean = tf.reduce_mean(values, axis=[0, 1, 2]).numpy()
+    variance = tf.math.reduce_variance(values, axis=[0, 1, 2]).numpy()
+    # A channel dead on every photo keeps variance 1 (nothing to scale).
+    variance = np.where(variance > 1e-6, variance, 1.0).astype(np.float32)
+    norm.set_weights([np.ones_like(mean), np.zeros_like(mean), mean, variance])
+    x = norm(x, training=False)
+    if point in NEXT_PRETRAINED_CONV:
+      conv = color_net.conv(NEXT_PRETRAINED_CONV[point])
+      kernel, bias = conv.get_weights()
+      scale = np.sqrt(variance + norm.epsilon)
+      conv.set_weights([kernel * scale[None, None, :, None],
+                        bias + np.einsum('hwio,i->o', kernel, mean)])
+
+
+def feeding_batch_norms(color_net) -> list:
+  """The batch norms whose outputs feed pretrained convs: frozen with the encoder."""
+  return [color_net.blocks[point].layers[-1] for point in FEEDING_BLOCKS]

@@ -12,7 +12,7 @@ import copy
 import hashlib
 import json
 import os
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -20,11 +20,13 @@ import tf_keras as keras
 from absl import logging
 from tfx import v1 as tfx
 
-from trainer import backbone, data, distribute, model, names, rebalance, serving
+from trainer import backbone, data, distribute, features, model, names, rebalance, serving
 from trainer.config import BACKBONE_NONE, TFLITE_OFF, TrainerOptions
 
 # The custom_config keys of TFX's Google Cloud AI Platform Trainer extension all start with this.
 VERTEX_KEY_PREFIX = 'ai_platform_'
+# Training photos a pretrained encoder's batch norms are calibrated on (backbone.calibrate).
+CALIBRATION_PHOTOS = 64
 
 
 def _model_uri(serving_model_dir: str) -> str:
@@ -47,12 +49,16 @@ def _load_weights(keras_model: keras.Model, upstream_serving_dir: str, net: str,
   logging.info('%s stage: loaded %s weights from %s', stage, net, path)
 
 
-def _init_encoder(full: model.ColorNet, source: str, serving_model_dir: str) -> None:
-  """Stage 1's conv1-conv5 from pretrained VGG16 weights; what they came from (file and sha256)
-  is recorded beside the weights, for lineage."""
+def _init_encoder(full: model.ColorNet, source: str, serving_model_dir: str,
+                  gray: tf.Tensor) -> None:
+  """Stage 1's conv1-conv5 from pretrained VGG16 weights, calibrated on the training photos
+  `gray` so that the net's batch norms do not change what they compute; what they came from
+  (file and sha256) is recorded beside the weights, for lineage."""
   weights = backbone.load(source)
   backbone.assign(full, weights)
-  logging.info('full stage: encoder from %s (%s, sha256 %s)', source, weights.path, weights.sha256)
+  backbone.calibrate(full, gray)
+  logging.info('full stage: encoder from %s (%s, sha256 %s), calibrated on %d photos', source,
+               weights.path, weights.sha256, gray.shape[0])
   path = os.path.join(_model_uri(serving_model_dir), names.WEIGHTS_DIR, names.BACKBONE_FILE)
   tf.io.gfile.makedirs(os.path.dirname(path))
   with tf.io.gfile.GFile(path, 'w') as f:
@@ -97,11 +103,25 @@ def _copy_net(net: model.ColorNet, blocks_from: model.ColorNet, head_from: model
   net.head.set_weights(head_from.head.get_weights())
 
 
+def _gray_sample(items: tf.data.Dataset, count: int = CALIBRATION_PHOTOS) -> tf.Tensor:
+  """The first `count` gray inputs [N,S,S,1] of a stage's (unshuffled) dataset."""
+  grays, total = [], 0
+  for inputs, _ in items:
+    gray = inputs[features.GRAY] if isinstance(inputs, dict) else inputs
+    grays.append(gray)
+    total += int(gray.shape[0])
+    if total >= count:
+      break
+  return tf.concat(grays, axis=0)[:count]
+
+
 def build_stage_model(fn_args: tfx.components.FnArgs, options: TrainerOptions,
-                      full_model_dir: Optional[str] = None):
+                      full_model_dir: Optional[str] = None,
+                      training_gray: Optional[Callable[[], tf.Tensor]] = None):
   """The stage's net built from upstream weights: (its serving Colorizer, {net name: keras model
-  whose weights the stage writes}, the encoder convs that start pretrained: stage 1 with
-  backbone_init only); `colorizer.keras_model` is what trains.
+  whose weights the stage writes}, the layers frozen with a pretrained encoder: stage 1 with
+  backbone_init only); `colorizer.keras_model` is what trains. `training_gray` returns training
+  photos [N,S,S,1] to calibrate a pretrained encoder on (stage 1 with backbone_init).
 
   With options.init_model each stage starts from that model's net of its own kind instead: stage
   1 from its full net, stage 2 from its instance net and stage 3's fusion layers from its fusion
@@ -117,8 +137,10 @@ def build_stage_model(fn_args: tfx.components.FnArgs, options: TrainerOptions,
       full.model.set_weights(init.get('full', init.get('instance')).model.get_weights())
       _save_weights(full.model, out_dir, 'full_initial')
     elif options.backbone_init != BACKBONE_NONE:
-      _init_encoder(full, options.backbone_init, out_dir)
-      encoder = full.encoder_convs()
+      if training_gray is None:
+        raise ValueError('full stage: backbone_init needs training photos to calibrate on')
+      _init_encoder(full, options.backbone_init, out_dir, training_gray())
+      encoder = full.encoder_convs() + backbone.feeding_batch_norms(full)
     return serving.Colorizer(full.model, stage, config), {'full': full.model}, encoder
   if not fn_args.base_model:
     raise ValueError(f'{stage} stage needs the upstream model through {names.BASE_MODEL_KEY}')
@@ -213,7 +235,9 @@ def _train(fn_args: tfx.components.FnArgs, options: TrainerOptions,
     logging.info('%s stage: colour rebalancing %.2f from %d pixels, weights %.2f..%.2f', stage,
                  options.color_rebalance, histogram.sum(), seen.min(), seen.max())
   with strategy.scope():  # every net, the frozen ones of stage 3 too, and the optimizer
-    colorizer, nets, encoder = build_stage_model(fn_args, options, full_model_dir)
+    colorizer, nets, encoder = build_stage_model(
+        fn_args, options, full_model_dir,
+        lambda: _gray_sample(dataset(fn_args.train_files, training=False)))
   keras_model = colorizer.keras_model
   learning_rate = model.learning_rate_schedule(schedule, schedule.epochs * steps)
   how_trained = {'strategy': distribute.describe(strategy),

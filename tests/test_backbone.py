@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import sample_image
+from tests.test_model import _gray_batch
 import pipeline_runner
 from trainer import backbone, color, model
 from trainer.config import ConfigError, PipelineConfig
@@ -58,13 +59,6 @@ def test_the_gray_first_layer_sees_what_vgg_sees_on_a_gray_photo(hed):
   assert float(tf.reduce_mean(tf.abs(vgg - unbiased)) / tf.reduce_mean(tf.abs(vgg))) > 3 * error
 
 
-def _sample_gray(size: int) -> tf.Tensor:
-  photos = [np.asarray(sample_image(name).convert('RGB').resize((size, size)), np.float32) / 255
-            for name in ('astronaut', 'coffee', 'grace_hopper', 'motorcycle_left', 'rocket',
-                         'flower')]
-  return color.normalize_l(color.lightness(tf.constant(np.stack(photos))))
-
-
 def _encoder_output(net: model.ColorNet, gray: tf.Tensor, training: bool) -> tf.Tensor:
   """conv5_3's ReLU output (before its batch norm), every batch norm in the given mode."""
   x = gray
@@ -88,7 +82,8 @@ def test_calibration_keeps_vgg16s_function_through_the_batch_norms(hed):
   reference); in training mode they normalise each block and conv2_1 onwards compute something
   else. Calibrated, the encoder computes VGG16 in both modes (up to the zero-padded border)."""
   config = PipelineConfig(image_size=256, width=1.0, precision='float32').net_config()
-  gray = _sample_gray(config.image_size)
+  gray = _gray_batch(config.image_size, names=('astronaut', 'coffee', 'grace_hopper',
+                                               'motorcycle_left', 'rocket', 'flower'))
   net = model.ColorNet(config, 'full')
   backbone.assign(net, hed)
   reference = _encoder_output(net, gray, training=False)

@@ -63,10 +63,16 @@ def _random_mirror(inputs, target):
                                mirror(inputs, target), (inputs, target))
 
 
+def gray_input(inputs) -> tf.Tensor:
+  """The gray image of a stage's inputs: the inputs themselves (full and instance stages) or their
+  GRAY feature (fusion stage, nets with hints)."""
+  return inputs[features.GRAY] if isinstance(inputs, dict) else inputs
+
+
 def with_hints(inputs, target, simulated: bool):
   """Adds the hints input of nets with config.hints: simulated from the item's truth (training,
   trainer/hints.py), or none (evaluation: the automatic colour that serving without hints gives)."""
-  gray = inputs[features.GRAY] if isinstance(inputs, dict) else inputs
+  gray = gray_input(inputs)
   hint_map = hints.simulate(target) if simulated else hints.zeros_like_gray(gray)
   if isinstance(inputs, dict):
     return {**inputs, features.HINTS: hint_map}, target

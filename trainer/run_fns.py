@@ -20,7 +20,7 @@ import tf_keras as keras
 from absl import logging
 from tfx import v1 as tfx
 
-from trainer import backbone, data, distribute, features, model, names, rebalance, serving
+from trainer import backbone, data, distribute, model, names, rebalance, serving
 from trainer.config import BACKBONE_NONE, TFLITE_OFF, TrainerOptions
 
 # The custom_config keys of TFX's Google Cloud AI Platform Trainer extension all start with this.
@@ -107,7 +107,7 @@ def _gray_sample(items: tf.data.Dataset, count: int = CALIBRATION_PHOTOS) -> tf.
   """The first `count` gray inputs [N,S,S,1] of a stage's (unshuffled) dataset."""
   grays, total = [], 0
   for inputs, _ in items:
-    gray = inputs[features.GRAY] if isinstance(inputs, dict) else inputs
+    gray = data.gray_input(inputs)
     grays.append(gray)
     total += int(gray.shape[0])
     if total >= count:

@@ -8,6 +8,7 @@ import pipeline  # noqa: F401  (sets the process up before TensorFlow loads)
 import io
 import shutil
 import struct
+from typing import Optional, Sequence
 
 import numpy as np
 import pytest
@@ -153,19 +154,26 @@ def copy_voc(source: str, destination: str) -> str:
   return destination
 
 
-@pytest.fixture(scope='session')
-def exported_model(tmp_path_factory) -> str:
+def export_fusion_model(path: str, fusion_points: Optional[Sequence[str]] = None):
   """A small fusion net (32^2, width 1/8, K=3, untrained: its weights are random, its signatures
-  are the Trainer's own) exported as Pusher pushes it, for the tools that read a pushed model."""
+  are the Trainer's own) exported to `path` as Pusher pushes it; returns its FusionNet."""
   from trainer import model, names, serving
   from trainer.config import PipelineConfig
 
   config = PipelineConfig(image_size=32, width=0.125, max_boxes=3, precision='float32'
                           ).net_config()
   fusion = model.FusionNet(config, model.ColorNet(config, 'full'),
-                           model.ColorNet(config, 'instance'))
+                           model.ColorNet(config, 'instance'),
+                           fusion_points or names.FUSION_POINTS)
   colorizer = serving.Colorizer(fusion.model, names.FUSION, config,
                                 predict=fusion.predict_real_boxes)
-  path = str(tmp_path_factory.mktemp('pushed') / 'serving_model' / '1')
   serving.save(colorizer, path, colorizer.image_signatures())
+  return fusion
+
+
+@pytest.fixture(scope='session')
+def exported_model(tmp_path_factory) -> str:
+  """export_fusion_model's net, for the tools that read a pushed model."""
+  path = str(tmp_path_factory.mktemp('pushed') / 'serving_model' / '1')
+  export_fusion_model(path)
   return path

@@ -130,3 +130,38 @@ def test_export_into_writes_the_checked_file_into_the_model(exported_model, expo
   jpeg, boxes = next(p for p in photos if len(p[1]))
   np.testing.assert_allclose(ours.ab(jpeg, boxes), theirs.ab(jpeg, boxes), atol=1e-4)
   assert f"{model_dir}/{names.TFLITE_FILE}: " in export_tflite.describe(record, model_dir)
+
+
+def test_a_net_fused_at_some_points_is_rebuilt_and_exported_with_those(tmp_path, photos):
+  """A run with `--set fusion_points=...` pushes a net with fewer fusion layers: its record names
+  them, so the tools (this export, fine-tuning's init_model) rebuild exactly its nets from its
+  variables, and the file gives its colours. Before, they rebuilt all 13 points and failed to
+  read the variables."""
+  import json
+
+  from tests.conftest import export_fusion_model
+  from trainer import serving
+
+  points = ('conv5_3', 'conv10_2')
+  path = str(tmp_path / 'serving_model' / '1')
+  exported = export_fusion_model(path, points)
+  _, nets = serving.saved_nets(path)
+  assert tuple(nets['fusion'].fusion_layers) == points
+  for ours, theirs in zip(nets['fusion'].model.get_weights(), exported.model.get_weights()):
+    np.testing.assert_array_equal(ours, theirs)
+  flatbuffer, config = export_tflite.convert(path, 'none')
+  (tmp_path / 'm.tflite').write_bytes(flatbuffer)
+  check = export_tflite.check(export_tflite.TFLiteColorizer(str(tmp_path / 'm.tflite'), config),
+                              path, photos)
+  assert check.max_ab_difference < 0.5 and check.mean_ab_difference < 0.02 * check.mean_ab
+
+  # A record without the points (as written before it held them) is named, never half-read.
+  record_path = os.path.join(path, serving.NET_RECORD)
+  with open(record_path) as f:
+    record = json.load(f)
+  assert record['fusion_points'] == list(points)
+  del record['fusion_points']
+  with open(record_path, 'w') as f:
+    json.dump(record, f)
+  with pytest.raises(ValueError, match='its variables do not fit the fusion nets'):
+    serving.saved_nets(path)

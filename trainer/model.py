@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -433,6 +433,16 @@ class FusionLayer(keras.layers.Layer):
     return {**super().get_config(), 'max_boxes': self.max_boxes}
 
 
+def fusion_layer_name(point: str) -> str:
+  return f'fusion_{point}'
+
+
+def fusion_points_of(keras_model: keras.Model) -> Tuple[str, ...]:
+  """The points a FusionNet's keras model mixes instance features in at (its FusionLayers)."""
+  layers = {layer.name for layer in keras_model.layers}
+  return tuple(p for p in names.FUSION_POINTS if fusion_layer_name(p) in layers)
+
+
 class FusionNet:
   """The stage-3 model: instance net on the crops, full-image net with FusionLayers at the points.
   With config.hints it also takes the frame's hints; each crop gets the hints inside its box."""
@@ -448,7 +458,7 @@ class FusionNet:
     self.config = config
     self.full = full
     self.instance = instance
-    self.fusion_layers = {p: FusionLayer(k, name=f'fusion_{p}') for p in fusion_points}
+    self.fusion_layers = {p: FusionLayer(k, name=fusion_layer_name(p)) for p in fusion_points}
     inputs = {
         features.GRAY: keras.Input([s, s, 1], name=features.GRAY),
         features.INSTANCE_GRAY: keras.Input([k, s, s, 1], name=features.INSTANCE_GRAY),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -321,20 +321,29 @@ def save(colorizer: Colorizer, path: str, signatures: Dict) -> None:
   # save_traces=False: the signatures are what gets used (stages hand weights on as .h5), and
   # tracing every layer's call for Keras re-loading tripled the export time.
   colorizer.keras_model.save(path, save_format='tf', save_traces=False, signatures=signatures)
+  content = {'stage': colorizer.stage, 'net': colorizer.config.to_dict()}
+  if colorizer.stage == names.FUSION:
+    # Not a NetConfig field (the config's fusion_points reach stage 3 only), but the fusion
+    # net's layers, hence its variables, depend on them.
+    content['fusion_points'] = list(model.fusion_points_of(colorizer.keras_model))
   record = os.path.join(path, NET_RECORD)
   tf.io.gfile.makedirs(os.path.dirname(record))
   with tf.io.gfile.GFile(record, 'w') as f:
-    json.dump({'stage': colorizer.stage, 'net': colorizer.config.to_dict()}, f, indent=1)
+    json.dump(content, f, indent=1)
 
 
-def load_net_record(path: str) -> Tuple[str, NetConfig]:
-  """(stage, NetConfig) of a SavedModel written by `save`."""
+def _read_net_record(path: str) -> Dict[str, Any]:
   record = os.path.join(path, NET_RECORD)
   if not tf.io.gfile.exists(record):
     raise FileNotFoundError(f'{path} has no {NET_RECORD}: it was exported before instcolor '
                             'recorded its net; run the pipeline again to export it anew')
   with tf.io.gfile.GFile(record) as f:
-    raw = json.load(f)
+    return json.load(f)
+
+
+def load_net_record(path: str) -> Tuple[str, NetConfig]:
+  """(stage, NetConfig) of a SavedModel written by `save`."""
+  raw = _read_net_record(path)
   # Records written before nets could take hints.
   return raw['stage'], NetConfig.from_dict({'hints': False, **raw['net']})
 
@@ -382,14 +391,23 @@ def saved_nets(model_dir: str) -> Tuple[NetConfig, Dict[str, object]]:
   config = dataclasses.replace(config, precision='float32')
   if stage == names.FUSION:
     full, instance = model.ColorNet(config, 'full'), model.ColorNet(config, 'instance')
-    fusion = model.FusionNet(config, full, instance)
+    # Records written before they were recorded: every model then fused at all 13 points
+    # unless `fusion_points` said otherwise, which the check below names.
+    points = _read_net_record(model_dir).get('fusion_points', names.FUSION_POINTS)
+    fusion = model.FusionNet(config, full, instance, points)
     nets, saved = {'full': full, 'instance': instance, 'fusion': fusion}, fusion.model
   else:
     net = model.ColorNet(config, stage)
     nets, saved = {stage: net}, net.model
   # The SavedModel's variables are a checkpoint of the Keras model it was saved from, so a net
   # built the same way reads them (its other objects, the Transform graph, are not wanted here).
-  saved.load_weights(os.path.join(model_dir, 'variables', 'variables')).expect_partial()
+  # Every weight of the rebuilt nets must come from it: none left at its random initial value.
+  try:
+    status = saved.load_weights(os.path.join(model_dir, 'variables', 'variables'))
+    status.expect_partial().assert_existing_objects_matched()
+  except (AssertionError, ValueError) as e:
+    raise ValueError(f'{model_dir}: its variables do not fit the {stage} nets its record '
+                     f'{NET_RECORD} describes: {e}') from e
   return config, nets
 
 

@@ -133,22 +133,29 @@ def test_export_into_writes_the_checked_file_into_the_model(exported_model, expo
 
 
 def test_a_net_fused_at_some_points_is_rebuilt_and_exported_with_those(tmp_path, photos):
-  """A run with `--set fusion_points=...` pushes a net with fewer fusion layers: its record names
-  them, so the tools (this export, fine-tuning's init_model) rebuild exactly its nets from its
-  variables, and the file gives its colours. Before, they rebuilt all 13 points and failed to
-  read the variables."""
+  """A run with `--set fusion_points=...` pushes a net with fewer fusion layers, its instance net
+  run up to the last of them only (before, a serving model without conv10_2 failed to save: its
+  signatures captured instance weights the fusion model does not hold). Its record names the
+  points, so the tools (this export, fine-tuning's init_model) rebuild exactly its nets from its
+  variables (before: all 13 points, and the variables failed to load), and the file gives its
+  colours."""
   import json
 
   from tests.conftest import export_fusion_model
   from trainer import serving
 
-  points = ('conv5_3', 'conv10_2')
+  points = ('conv2_2', 'conv5_3')
   path = str(tmp_path / 'serving_model' / '1')
   exported = export_fusion_model(path, points)
   _, nets = serving.saved_nets(path)
   assert tuple(nets['fusion'].fusion_layers) == points
   for ours, theirs in zip(nets['fusion'].model.get_weights(), exported.model.get_weights()):
     np.testing.assert_array_equal(ours, theirs)
+  # The instance blocks the model does not hold are its full net's, not random ones.
+  for point in ('conv6_3', 'conv10_2'):
+    for ours, theirs in zip(nets['instance'].blocks[point].get_weights(),
+                            nets['full'].blocks[point].get_weights()):
+      np.testing.assert_array_equal(ours, theirs)
   flatbuffer, config = export_tflite.convert(path, 'none')
   (tmp_path / 'm.tflite').write_bytes(flatbuffer)
   check = export_tflite.check(export_tflite.TFLiteColorizer(str(tmp_path / 'm.tflite'), config),

@@ -177,8 +177,8 @@ class ColorNet:
     else:
       self.model = keras.Model(gray, self(gray)[0], name=role)
 
-  def _hint_features(self, hint_map) -> Dict[str, tf.Tensor]:
-    """{point: what the hint branch adds there}: a conv of the hint map average-pooled to the
+  def _hint_features(self, hint_map, points: Sequence[str]) -> Dict[str, tf.Tensor]:
+    """{point: what the hint branch adds there}, for those of `points` it adds at: a conv of the hint map average-pooled to the
     point's scale beside its `hints.spread` at SPREAD_WIDTHS (computed at 1/8 scale, upsampled).
     Zero hints (or none given) add exactly 0."""
     if hint_map is None:
@@ -192,20 +192,25 @@ class ColorNet:
                          for width in hints.SPREAD_WIDTHS], axis=-1)
     added = {}
     for point, conv in self.hint_convs.items():
+      if point not in points:
+        continue
       factor = HINT_POINTS[point][1]
       size = self.config.image_size // factor
       dense = spreads if factor == 8 else tf.image.resize(spreads, [size, size], 'bilinear')
       added[point] = conv(tf.concat([pyramid[factor], dense], axis=-1))
     return added
 
-  def features(self, gray, hint_map=None, fuse: Optional[Callable] = None) -> Dict[str, tf.Tensor]:
-    """Runs the blocks (not the head), with the hint branch when the net has one and `hint_map`
-    [B,S,S,3] is given; `fuse(point, feature)` may replace each fusion-point feature. Returns
-    {point: feature}, in network order."""
+  def features(self, gray, hint_map=None, fuse: Optional[Callable] = None,
+               until: str = names.FUSION_POINTS[-1]) -> Dict[str, tf.Tensor]:
+    """Runs the blocks (not the head) up to the point `until`, with the hint branch when the net
+    has one and `hint_map` [B,S,S,3] is given; `fuse(point, feature)` may replace each
+    fusion-point feature. Returns {point: feature}, in network order."""
+    points = names.FUSION_POINTS[:names.FUSION_POINTS.index(until) + 1]
     feats = {}
-    added = self._hint_features(hint_map) if self.hint_convs else {}
+    added = self._hint_features(hint_map, points) if self.hint_convs else {}
     x = gray
-    for point, block in self.blocks.items():
+    for point in points:
+      block = self.blocks[point]
       x = block([x, feats[SHORTCUTS[point]]]) if point in SHORTCUTS else block(x)
       if point in added:
         x = x + tf.cast(added[point], x.dtype)
@@ -459,6 +464,9 @@ class FusionNet:
     self.full = full
     self.instance = instance
     self.fusion_layers = {p: FusionLayer(k, name=fusion_layer_name(p)) for p in fusion_points}
+    # The instance net runs up to the last point it is mixed in at: its later blocks would cost
+    # time, and their weights are not the fusion model's (a SavedModel could not capture them).
+    self.last_point = max(fusion_points, key=names.FUSION_POINTS.index)
     inputs = {
         features.GRAY: keras.Input([s, s, 1], name=features.GRAY),
         features.INSTANCE_GRAY: keras.Input([k, s, s, 1], name=features.INSTANCE_GRAY),
@@ -478,7 +486,8 @@ class FusionNet:
     crops = tf.reshape(inputs[features.INSTANCE_GRAY], [-1, s, s, 1])
     flat_boxes = tf.reshape(inputs[features.BOXES], [-1, 4])
     instance_feats = self.instance.features(  # features only: the instance head is never mixed
-        crops, self._crop_hints(hint_map, flat_boxes, tf.range(tf.shape(flat_boxes)[0]) // k))
+        crops, self._crop_hints(hint_map, flat_boxes, tf.range(tf.shape(flat_boxes)[0]) // k),
+        until=self.last_point)
     return self._fused(inputs[features.GRAY], hint_map, instance_feats, inputs[features.BOXES],
                        inputs[features.BOX_MASK])
 
@@ -513,7 +522,8 @@ class FusionNet:
     crop_hints = self._crop_hints(hint_map, tf.gather(tf.reshape(boxes, [-1, 4]), slots),
                                   slots // self.config.max_boxes)
     # Features only: the instance head's colours are never mixed in.
-    return self._fused(gray, hint_map, self.instance.features(crops, crop_hints), boxes,
+    return self._fused(gray, hint_map,
+                       self.instance.features(crops, crop_hints, until=self.last_point), boxes,
                        box_mask, slots)
 
   @tf.autograph.experimental.do_not_convert

@@ -383,6 +383,13 @@ def check_architecture(model_dir: str, net: NetConfig) -> Tuple[str, NetConfig]:
   return stage, saved
 
 
+def recorded_fusion_points(model_dir: str) -> Tuple[str, ...]:
+  """The fusion points of a fusion stage's SavedModel written by `save`. A record written before
+  they were recorded names none: all 13 then, the default (saved_nets names a model that was
+  fused at fewer: its variables do not fit)."""
+  return tuple(_read_net_record(model_dir).get('fusion_points', names.FUSION_POINTS))
+
+
 def saved_nets(model_dir: str) -> Tuple[NetConfig, Dict[str, object]]:
   """The nets of a SavedModel written by `save`, rebuilt in float32 with its weights:
   (NetConfig, {'full': ColorNet} for a full stage's model, {'instance': ColorNet} for an instance
@@ -391,10 +398,7 @@ def saved_nets(model_dir: str) -> Tuple[NetConfig, Dict[str, object]]:
   config = dataclasses.replace(config, precision='float32')
   if stage == names.FUSION:
     full, instance = model.ColorNet(config, 'full'), model.ColorNet(config, 'instance')
-    # Records written before they were recorded: every model then fused at all 13 points
-    # unless `fusion_points` said otherwise, which the check below names.
-    points = _read_net_record(model_dir).get('fusion_points', names.FUSION_POINTS)
-    fusion = model.FusionNet(config, full, instance, points)
+    fusion = model.FusionNet(config, full, instance, recorded_fusion_points(model_dir))
     nets, saved = {'full': full, 'instance': instance, 'fusion': fusion}, fusion.model
   else:
     net = model.ColorNet(config, stage)
@@ -408,6 +412,14 @@ def saved_nets(model_dir: str) -> Tuple[NetConfig, Dict[str, object]]:
   except (AssertionError, ValueError) as e:
     raise ValueError(f'{model_dir}: its variables do not fit the {stage} nets its record '
                      f'{NET_RECORD} describes: {e}') from e
+  if stage == names.FUSION:
+    # The instance blocks (and hint convs) after the last fusion point never ran in stage 3, so
+    # the model does not hold them: the full net's (as for the instance head), not random weights.
+    after = names.FUSION_POINTS[names.FUSION_POINTS.index(fusion.last_point) + 1:]
+    for point in after:
+      instance.blocks[point].set_weights(full.blocks[point].get_weights())
+      if point in instance.hint_convs:
+        instance.hint_convs[point].set_weights(full.hint_convs[point].get_weights())
   return config, nets
 
 

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 import traceback
@@ -30,23 +29,9 @@ class UsageError(Exception):
   """A bad flag or path, reported as one line without a traceback."""
 
 
-def _parse_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
-  """--set key=value pairs; values are Python literals where they parse as one (64, 0.5, True)."""
-  overrides = {}
-  for pair in pairs:
-    key, sep, value = pair.partition('=')
-    if not sep:
-      raise UsageError(f'--set expects key=value, got {pair!r}')
-    try:
-      overrides[key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      overrides[key] = value
-  return overrides
-
-
 def _config(args: argparse.Namespace) -> configs.PipelineConfig:
   """The validated config (no TensorFlow import: a bad --set fails in milliseconds)."""
-  overrides = _parse_overrides(args.set)
+  overrides = configs.parse_overrides(args.set)
   if getattr(args, 'ingest_detector', None):  # run/compile --detector: --set detector=...
     overrides['detector'] = args.ingest_detector
   if getattr(args, 'init_model', None):  # run --init-model: --set init_model=...

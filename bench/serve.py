@@ -4,6 +4,7 @@
   .venv/bin/python bench/serve.py --trained FUSION_MODEL_DIR --preset cpu [--data-dir VOC]
   .venv/bin/python bench/serve.py --tflite [--widths 1.0] [--presets cpu paper] [--pushed SERVING_DIR]
   .venv/bin/python bench/serve.py --hints [--widths 0.25 1.0]
+  (each with [--set KEY=VALUE ...]: a config field of every net it builds, e.g. fusion_points)
 
 For each width and precision (default: float32 and what `auto` picks here, when that differs), the
 fusion net is built untrained at 256^2, K=8 (weight values do not change latency) and exported
@@ -53,7 +54,7 @@ import dataclasses
 import io
 import tempfile
 import time
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -64,7 +65,7 @@ from bench.train import default_precisions
 from bench.voc_volume import source_voc
 from pipeline import configs
 from trainer import model, names, serving
-from trainer.config import PRECISIONS, PipelineConfig
+from trainer.config import PRECISIONS, NetConfig, PipelineConfig
 
 SIZE = 256
 MAX_BOXES = 8
@@ -108,9 +109,16 @@ def request_boxes(count: int) -> tf.Tensor:
                        for i in range(count)]], tf.float32, shape=[1, count, 4])
 
 
-def fusion_net(config) -> model.FusionNet:
+def bench_net(overrides: Dict[str, Any], **fields: Any) -> Tuple[NetConfig, Tuple[str, ...]]:
+  """(NetConfig, fusion points) of a net with these PipelineConfig `fields`, then --set's."""
+  config = PipelineConfig(**fields).replace(**overrides)
+  return config.net_config(), config.fusion_points
+
+
+def fusion_net(config: NetConfig, fusion_points: Sequence[str] = names.FUSION_POINTS
+               ) -> model.FusionNet:
   return model.FusionNet(config, model.ColorNet(config, 'full'),
-                         model.ColorNet(config, 'instance'))
+                         model.ColorNet(config, 'instance'), fusion_points)
 
 
 def export(fusion: model.FusionNet, config, path: str) -> None:
@@ -119,14 +127,16 @@ def export(fusion: model.FusionNet, config, path: str) -> None:
   serving.save(colorizer, path, colorizer.image_signatures())
 
 
-def bench_width(width: float, precision: str, image: tf.Tensor, repeats: int) -> None:
-  config = PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES,
-                          precision=precision).net_config()
-  fusion = fusion_net(config)
+def bench_width(width: float, precision: str, image: tf.Tensor, repeats: int,
+                overrides: Dict[str, Any]) -> None:
+  config, points = bench_net(overrides, image_size=SIZE, width=width, max_boxes=MAX_BOXES,
+                             precision=precision)
+  fusion = fusion_net(config, points)
+  s = config.image_size
   backbone = tf.function(lambda g: fusion.full.model(g, training=False), autograph=False)
   backbone_gflop = profiled_gflop(lambda g: fusion.full(g)[0],
-                                  tf.TensorSpec([1, SIZE, SIZE, 1], tf.float32))
-  backbone_ms = _median_ms(lambda: backbone(tf.zeros([1, SIZE, SIZE, 1])), repeats)
+                                  tf.TensorSpec([1, s, s, 1], tf.float32))
+  backbone_ms = _median_ms(lambda: backbone(tf.zeros([1, s, s, 1])), repeats)
   throughput = backbone_gflop / (backbone_ms / 1000)
   print(f'width {width}, {precision}: bare backbone forward {backbone_gflop:.2f} GFLOP in '
         f'{backbone_ms:.0f} ms = {throughput:.1f} GFLOP/s (this machine\'s conv throughput)',
@@ -149,15 +159,16 @@ def bench_width(width: float, precision: str, image: tf.Tensor, repeats: int) ->
 BENCH_HINT_POINTS = 10
 
 
-def bench_hints(width: float, precision: str, image: tf.Tensor, repeats: int) -> None:
+def bench_hints(width: float, precision: str, image: tf.Tensor, repeats: int,
+                overrides: Dict[str, Any]) -> None:
   """Latency of colorize_with_hints against the same request without hints (module docstring)."""
   times = {}
   with tempfile.TemporaryDirectory() as tmp:
     for with_hints in (False, True):
-      config = PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES,
-                              precision=precision, hints=with_hints).net_config()
+      config, points = bench_net({**overrides, 'hints': with_hints}, image_size=SIZE,
+                                 width=width, max_boxes=MAX_BOXES, precision=precision)
       path = os.path.join(tmp, str(with_hints))
-      export(fusion_net(config), config, path)
+      export(fusion_net(config, points), config, path)
       signatures = tf.saved_model.load(path).signatures
       for count in BOX_COUNTS:
         boxes = request_boxes(count)
@@ -188,7 +199,7 @@ def _exported(fusion: model.FusionNet, config, path: str, precision: str) -> str
   """The fusion net's weights exported as a SavedModel computing in `precision`."""
   config = dataclasses.replace(config, precision=precision)
   if model.resolve_precision(precision) != model.resolve_precision(fusion.config.precision):
-    copy = fusion_net(config)
+    copy = fusion_net(config, tuple(fusion.fusion_layers))
     copy.model.set_weights(fusion.model.get_weights())
     fusion = copy
   export(fusion, config, path)
@@ -280,13 +291,16 @@ def _check_photos():
   return [(p.jpeg, p.boxes) for p in photos]
 
 
-def compare_trained(model_uri: str, preset: str, data_dir: str, precisions: List[str]) -> None:
+def compare_trained(model_uri: str, preset: str, data_dir: str, precisions: List[str],
+                    overrides: Dict[str, Any]) -> None:
   """The trained fusion net exported per precision, scored on real photos (module docstring)."""
   from tools import evaluate
   results = {}
+  # The points it was trained with, as its serving model's record names them.
+  points = serving.recorded_fusion_points(serving.resolve_saved_model(model_uri))
   for precision in precisions:
-    config = configs.get_config(preset, precision=precision).net_config()
-    fusion = fusion_net(config)
+    config = configs.get_config(preset, **{**overrides, 'precision': precision}).net_config()
+    fusion = fusion_net(config, points)
     fusion.model.load_weights(names.weights_file(model_uri, 'fusion'))
     with tempfile.TemporaryDirectory() as tmp:
       export(fusion, config, os.path.join(tmp, 'model'))
@@ -331,9 +345,13 @@ def main() -> None:
                       help="with --tflite: each preset's own net instead of --widths at 256^2")
   parser.add_argument('--pushed', metavar='SERVING_DIR',
                       help='with --tflite: this pushed model instead of untrained nets')
+  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                      help='override a config field of every net built here, as `run --set` '
+                           'does (e.g. --set fusion_points=conv2_2,conv5_3)')
   args = parser.parse_args()
+  overrides = configs.parse_overrides(args.set)
   if args.trained:
-    compare_trained(args.trained, args.preset, args.data_dir, args.precisions)
+    compare_trained(args.trained, args.preset, args.data_dir, args.precisions, overrides)
     return
   photo = Image.open(os.path.join(source_voc(), 'JPEGImages', 'motorcycle_left.jpg'))
   buffer = io.BytesIO()
@@ -350,16 +368,20 @@ def main() -> None:
     return
   if args.tflite:
     if args.presets:
-      nets = {f'preset {preset} ({c.image_size}^2, width {c.width}, K={c.max_boxes}, '
-              f'{c.objective})': c for preset in args.presets
-              for c in [configs.get_config(preset, precision='float32').net_config()]}
+      nets = {f'preset {preset}': configs.get_config(preset, **{**overrides,
+                                                                 'precision': 'float32'})
+              for preset in args.presets}
     else:
-      nets = {f'width {width}': PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES,
-                                               precision='float32').net_config()
+      nets = {f'width {width}': PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES
+                                               ).replace(**{**overrides, 'precision': 'float32'})
               for width in args.widths}
-    for name, config in nets.items():
-      fusion = fusion_net(config)
-      print(f'{name}: TFLite export against the SavedModel', flush=True)
+    for name, pipeline_config in nets.items():
+      config = pipeline_config.net_config()
+      fusion = fusion_net(config, pipeline_config.fusion_points)
+      points = ('' if fusion.fusion_layers.keys() == set(names.FUSION_POINTS) else
+                f", fused at {', '.join(fusion.fusion_layers)}")
+      print(f'{name} ({config.image_size}^2, width {config.width}, K={config.max_boxes}, '
+            f'{config.objective}{points}): TFLite export against the SavedModel', flush=True)
       with tempfile.TemporaryDirectory() as tmp:
         bench_tflite({p: _exported(fusion, config, os.path.join(tmp, p), p)
                       for p in dict.fromkeys(['float32'] + args.precisions)},
@@ -368,9 +390,9 @@ def main() -> None:
   for width in args.widths:
     for precision in args.precisions:
       if args.hints:
-        bench_hints(width, precision, image, args.repeats)
+        bench_hints(width, precision, image, args.repeats, overrides)
       else:
-        bench_width(width, precision, image, args.repeats)
+        bench_width(width, precision, image, args.repeats, overrides)
 
 
 if __name__ == '__main__':

@@ -4,13 +4,15 @@ No TensorFlow import: the CLI builds and validates a config before anything heav
 """
 from __future__ import annotations
 
+import ast
 import os
 from typing import Any, Dict, List, Sequence
 
 from trainer import names
 from trainer.config import ConfigError, PipelineConfig, StageConfig
 
-__all__ = ['ConfigError', 'PipelineConfig', 'StageConfig', 'PRESETS', 'DEFAULT_PRESET', 'get_config']
+__all__ = ['ConfigError', 'PipelineConfig', 'StageConfig', 'PRESETS', 'DEFAULT_PRESET', 'get_config',
+           'parse_overrides']
 
 PIPELINE_NAME = names.PIPELINE_NAME
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,3 +76,17 @@ def default_beam_args(extra: Sequence[str] = ()) -> List[str]:
 def metadata_path(pipeline_root: str) -> str:
   """The sqlite ML Metadata store of a local pipeline root."""
   return os.path.join(pipeline_root, 'metadata.sqlite')
+
+
+def parse_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
+  """--set key=value pairs; values are Python literals where they parse as one (64, 0.5, True)."""
+  overrides = {}
+  for pair in pairs:
+    key, sep, value = pair.partition('=')
+    if not sep:
+      raise ConfigError(f'--set expects key=value, got {pair!r}')
+    try:
+      overrides[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[key] = value
+  return overrides

@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Any, Dict, List, Optional, Sequence
+from typing import List, Optional
 
 import pipeline  # noqa: F401  (sets the process up for the TFX stack; no TensorFlow import)
 from pipeline import configs

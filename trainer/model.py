@@ -178,9 +178,9 @@ class ColorNet:
       self.model = keras.Model(gray, self(gray)[0], name=role)
 
   def _hint_features(self, hint_map, points: Sequence[str]) -> Dict[str, tf.Tensor]:
-    """{point: what the hint branch adds there}, for those of `points` it adds at: a conv of the hint map average-pooled to the
-    point's scale beside its `hints.spread` at SPREAD_WIDTHS (computed at 1/8 scale, upsampled).
-    Zero hints (or none given) add exactly 0."""
+    """{point: what the hint branch adds there}, at those of `points` it adds at: a conv of the
+    hint map average-pooled to the point's scale beside its `hints.spread` at SPREAD_WIDTHS
+    (computed at 1/8 scale, upsampled). Zero hints (or none given) add exactly 0."""
     if hint_map is None:
       return {}
     hint_map = tf.cast(hint_map, tf.float32)

@@ -38,6 +38,7 @@ PRESETS: Dict[str, PipelineConfig] = {
     # trains at ~31 images/s at this size): fixed steps per epoch, whatever the data set size.
     'cpu': PipelineConfig(
         preset='cpu', image_size=64, max_boxes=4, width=0.25,
+        fusion_points=names.COARSE_FUSION_POINTS,
         full=StageConfig(epochs=30, batch_size=8, learning_rate=1e-3, steps_per_epoch=100),
         instance=StageConfig(epochs=10, batch_size=8, learning_rate=5e-4, steps_per_epoch=100),
         fusion=StageConfig(epochs=5, batch_size=4, learning_rate=1e-4, steps_per_epoch=50)),

@@ -37,6 +37,11 @@ FULL_MODEL_KEY = 'full_model'
 FUSION_POINTS: Tuple[str, ...] = (
     'conv1_2', 'conv2_2', 'conv3_3', 'conv4_3', 'conv5_3', 'conv6_3', 'conv7_3', 'conv8_up',
     'conv8_3', 'conv9_up', 'conv9_3', 'conv10_up', 'conv10_2')
+# The 10 of them below the input's resolution (S/2 and coarser): the `cpu` preset's. At the three
+# S x S points each box's pastes and weight generators cost most of what fusing it costs, and on
+# imagenet1k they did not add colour (README, Benchmarks).
+COARSE_FUSION_POINTS: Tuple[str, ...] = tuple(
+    p for p in FUSION_POINTS if p not in ('conv1_2', 'conv10_up', 'conv10_2'))
 
 # Colour spaces of the target: Lab (L in, ab out) or RGB (gray in, RGB out).
 LAB, RGB = 'lab', 'rgb'

@@ -367,17 +367,17 @@ def main() -> None:
     bench_tflite({'float32': args.pushed}, image.numpy()[0], args.repeats, args.quantizations)
     return
   if args.tflite:
+    # The float32 net is the reference the file and the other precisions are timed against.
+    float32 = {**overrides, 'precision': 'float32'}
     if args.presets:
-      nets = {f'preset {preset}': configs.get_config(preset, **{**overrides,
-                                                                 'precision': 'float32'})
-              for preset in args.presets}
+      nets = {f'preset {preset}': (c.net_config(), c.fusion_points) for preset in args.presets
+              for c in [configs.get_config(preset, **float32)]}
     else:
-      nets = {f'width {width}': PipelineConfig(image_size=SIZE, width=width, max_boxes=MAX_BOXES
-                                               ).replace(**{**overrides, 'precision': 'float32'})
+      nets = {f'width {width}': bench_net(float32, image_size=SIZE, width=width,
+                                          max_boxes=MAX_BOXES)
               for width in args.widths}
-    for name, pipeline_config in nets.items():
-      config = pipeline_config.net_config()
-      fusion = fusion_net(config, pipeline_config.fusion_points)
+    for name, (config, fusion_points) in nets.items():
+      fusion = fusion_net(config, fusion_points)
       points = ('' if fusion.fusion_layers.keys() == set(names.FUSION_POINTS) else
                 f", fused at {', '.join(fusion.fusion_layers)}")
       print(f'{name} ({config.image_size}^2, width {config.width}, K={config.max_boxes}, '

@@ -341,11 +341,14 @@ def _read_net_record(path: str) -> Dict[str, Any]:
     return json.load(f)
 
 
-def load_net_record(path: str) -> Tuple[str, NetConfig]:
-  """(stage, NetConfig) of a SavedModel written by `save`."""
-  raw = _read_net_record(path)
+def _stage_and_net(raw: Dict[str, Any]) -> Tuple[str, NetConfig]:
   # Records written before nets could take hints.
   return raw['stage'], NetConfig.from_dict({'hints': False, **raw['net']})
+
+
+def load_net_record(path: str) -> Tuple[str, NetConfig]:
+  """(stage, NetConfig) of a SavedModel written by `save`."""
+  return _stage_and_net(_read_net_record(path))
 
 
 def resolve_saved_model(path: str) -> str:
@@ -383,22 +386,27 @@ def check_architecture(model_dir: str, net: NetConfig) -> Tuple[str, NetConfig]:
   return stage, saved
 
 
+def _fusion_points(raw: Dict[str, Any]) -> Tuple[str, ...]:
+  # A record written before they were recorded names none: all 13 then, the default (saved_nets
+  # names a model that was fused at fewer: its variables do not fit).
+  return tuple(raw.get('fusion_points', names.FUSION_POINTS))
+
+
 def recorded_fusion_points(model_dir: str) -> Tuple[str, ...]:
-  """The fusion points of a fusion stage's SavedModel written by `save`. A record written before
-  they were recorded names none: all 13 then, the default (saved_nets names a model that was
-  fused at fewer: its variables do not fit)."""
-  return tuple(_read_net_record(model_dir).get('fusion_points', names.FUSION_POINTS))
+  """The fusion points of a fusion stage's SavedModel written by `save`."""
+  return _fusion_points(_read_net_record(model_dir))
 
 
 def saved_nets(model_dir: str) -> Tuple[NetConfig, Dict[str, object]]:
   """The nets of a SavedModel written by `save`, rebuilt in float32 with its weights:
   (NetConfig, {'full': ColorNet} for a full stage's model, {'instance': ColorNet} for an instance
   stage's, {'full', 'instance': ColorNet, 'fusion': FusionNet} for a fusion stage's)."""
-  stage, config = load_net_record(model_dir)
+  raw = _read_net_record(model_dir)  # once: it may lie on gs://
+  stage, config = _stage_and_net(raw)
   config = dataclasses.replace(config, precision='float32')
   if stage == names.FUSION:
     full, instance = model.ColorNet(config, 'full'), model.ColorNet(config, 'instance')
-    fusion = model.FusionNet(config, full, instance, recorded_fusion_points(model_dir))
+    fusion = model.FusionNet(config, full, instance, _fusion_points(raw))
     nets, saved = {'full': full, 'instance': instance, 'fusion': fusion}, fusion.model
   else:
     net = model.ColorNet(config, stage)

@@ -302,7 +302,7 @@ def cmd_export(args: argparse.Namespace) -> int:
           f'SavedModel ({saved / 1e6:.1f} MB); quantization {args.quantize}; signatures '
           f'{", ".join(tflite.interpreter.get_signature_list())} at '
           f'{config.image_size}x{config.image_size}', flush=True)
-    photos, _ = evaluate._photos(check_dir, args.check_split)
+    photos, _ = evaluate.read_photos(check_dir, args.check_split)
     print(export_tflite.check(tflite, args.model, [(p.jpeg, p.boxes) for p in photos]))
   return 0
 

@@ -287,7 +287,7 @@ def _signature_ms(tflite, config, repeats: int) -> Dict[str, float]:
 
 def _check_photos():
   from tools import evaluate
-  photos, _ = evaluate._photos(configs.SAMPLE_DATA_ROOT, 'val')
+  photos, _ = evaluate.read_photos(configs.SAMPLE_DATA_ROOT, 'val')
   return [(p.jpeg, p.boxes) for p in photos]
 
 

@@ -15,7 +15,7 @@ def _photo(name: str = 'chelsea') -> np.ndarray:
 
 def test_scaled_outputs_keep_lightness_and_grow_colourfulness():
   truth = _photo()
-  scores = evaluate._saturation_scores(truth, truth)
+  scores = evaluate.saturation_scores(truth, truth)
   assert len(scores) == len(evaluate.SATURATION_SCALES)
   # Scale 1 is the image itself (up to the Lab round trip), with its own colourfulness.
   assert scores[0]['psnr'] > 40
@@ -25,8 +25,8 @@ def test_scaled_outputs_keep_lightness_and_grow_colourfulness():
   assert scores[-1]['psnr'] < scores[0]['psnr'] - 5  # doubled colour is far from the truth
   # A gray output has no ab to scale: every point is the same.
   gray = np.repeat(truth.mean(axis=-1, keepdims=True), 3, axis=-1)
-  assert {round(s['psnr'], 3) for s in evaluate._saturation_scores(truth, gray)} == {
-      round(evaluate._saturation_scores(truth, gray)[0]['psnr'], 3)}
+  assert {round(s['psnr'], 3) for s in evaluate.saturation_scores(truth, gray)} == {
+      round(evaluate.saturation_scores(truth, gray)[0]['psnr'], 3)}
 
 
 def test_gain_at_the_truth_colourfulness_is_read_off_the_frontier():

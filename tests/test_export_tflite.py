@@ -15,7 +15,7 @@ from tools import evaluate, export_tflite
 
 @pytest.fixture(scope='module')
 def photos():
-  kept, _ = evaluate._photos(SAMPLE, 'val')
+  kept, _ = evaluate.read_photos(SAMPLE, 'val')
   assert sum(1 for p in kept if len(p.boxes)) >= 2
   return [(p.jpeg, p.boxes) for p in kept]
 

@@ -69,7 +69,7 @@ class Photo:
   truth: np.ndarray  # [H, W, 3] float RGB 0..255
 
 
-def _photos(data_dir: str, split: str):
+def read_photos(data_dir: str, split: str):
   """(kept photos, [(id, reason, detail)] skipped), read and validated like the ExampleGen."""
   pattern = f'ImageSets/Main/{split}.txt'
   if not tf.io.gfile.exists(posixpath.join(data_dir, pattern)):
@@ -94,7 +94,7 @@ def _photos(data_dir: str, split: str):
   return kept, skipped
 
 
-def _gray_baseline(truth: np.ndarray) -> np.ndarray:
+def gray_baseline(truth: np.ndarray) -> np.ndarray:
   l = color.lightness(truth / 255.0)
   return color.lab_to_rgb(tf.concat([l, tf.zeros_like(l), tf.zeros_like(l)], -1)).numpy() * 255.0
 
@@ -107,7 +107,7 @@ def _region(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
   return tf.reduce_max(cover, axis=0).numpy()
 
 
-def _scores(truth: np.ndarray, output: np.ndarray, region: np.ndarray) -> Dict[str, float]:
+def score(truth: np.ndarray, output: np.ndarray, region: np.ndarray) -> Dict[str, float]:
   t, o = tf.constant(truth[None]), tf.constant(output[None])
   squared = np.square(truth - output)
   return {'psnr': float(tf.image.psnr(t, o, max_val=255.0)[0]),
@@ -119,7 +119,7 @@ def _scores(truth: np.ndarray, output: np.ndarray, region: np.ndarray) -> Dict[s
           'region_values': float(region.sum() * 3)}
 
 
-def _saturation_scores(truth: np.ndarray, output: np.ndarray) -> List[Dict[str, float]]:
+def saturation_scores(truth: np.ndarray, output: np.ndarray) -> List[Dict[str, float]]:
   """PSNR and CF of `output` with its ab scaled by each of SATURATION_SCALES (its L kept)."""
   lab = color.rgb_to_lab(tf.constant(output / 255.0))
   t = tf.constant(truth[None])
@@ -131,6 +131,19 @@ def _saturation_scores(truth: np.ndarray, output: np.ndarray) -> List[Dict[str, 
     scores.append({'psnr': float(tf.image.psnr(t, rgb, max_val=255.0)[0]),
                    'cf': float(metrics.colorfulness(rgb)[0])})
   return scores
+
+
+def saturation_frontier(per_image: List[List[Dict[str, float]]], gray_psnr: float,
+                        cf_truth: float) -> List[Dict[str, float]]:
+  """One output's frontier over a set: per scale of SATURATION_SCALES, its mean PSNR gain over
+  gray, mean CF and dCF, from each photo's `saturation_scores`."""
+  frontier = []
+  for index, scale in enumerate(SATURATION_SCALES):
+    psnr = float(np.mean([scores[index]['psnr'] for scores in per_image]))
+    cf = float(np.mean([scores[index]['cf'] for scores in per_image]))
+    frontier.append({'scale': scale, 'gain': psnr - gray_psnr, 'CF': cf,
+                     'dCF': abs(cf - cf_truth)})
+  return frontier
 
 
 def at_cf(frontier: List[Dict[str, float]], target_cf: float, key: str = 'gain'
@@ -215,7 +228,7 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
       raise ValueError(f'hint counts must be >= 0, got {hint_counts[0]}')
     image_size = serving.load_net_record(serve.model_dir)[1].image_size
   hinted = [(v, n) for n in hint_counts if n for v in (FULL, FUSION)]
-  photos, skipped = _photos(data_dir, split)
+  photos, skipped = read_photos(data_dir, split)
   if not photos:
     raise ValueError(f'no readable photo in the {split} split of {data_dir} '
                      f'({len(skipped)} skipped)')
@@ -229,7 +242,7 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
       png = serve([photo.jpeg], [boxes])[0]
       return np.asarray(Image.open(io.BytesIO(png)), np.float32)
 
-    outputs = {GRAY: _gray_baseline(photo.truth), FULL: colorized(np.zeros([0, 4], np.float32)),
+    outputs = {GRAY: gray_baseline(photo.truth), FULL: colorized(np.zeros([0, 4], np.float32)),
                FUSION: colorized(photo.boxes)}
     if detector:
       outputs[DETECTOR] = colorized(detector(photo.jpeg))
@@ -238,9 +251,9 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
                   hints=[truth_hints(photo, count, image_size)])[0]
       outputs[hint_variant(variant, count)] = np.asarray(Image.open(io.BytesIO(png)), np.float32)
     per_image.append({'image_id': photo.image_id, 'boxes': len(photo.boxes),
-                      **{v: _scores(photo.truth, outputs[v], region)
+                      **{v: score(photo.truth, outputs[v], region)
                          for v in variants + [hint_variant(*h) for h in hinted]},
-                      'saturation': {v: _saturation_scores(photo.truth, outputs[v])
+                      'saturation': {v: saturation_scores(photo.truth, outputs[v])
                                      for v in variants[1:]}})
     rows.append([outputs[GRAY], outputs[FULL], outputs[FUSION], photo.truth])
     print(f'  [{index + 1}/{len(photos)}] {photo.image_id}', flush=True)
@@ -272,12 +285,8 @@ def evaluate(model_dir: str, data_dir: str, out_dir: str, split: str = 'val',
   result['psnr_gain_at_truth_cf'] = {}
   result['saturation_at_truth_cf'] = {}
   for variant in variants[1:]:
-    frontier = []
-    for index, scale in enumerate(SATURATION_SCALES):
-      psnr = float(np.mean([image['saturation'][variant][index]['psnr'] for image in per_image]))
-      cf = float(np.mean([image['saturation'][variant][index]['cf'] for image in per_image]))
-      frontier.append({'scale': scale, 'gain': psnr - table[GRAY]['PSNR'], 'CF': cf,
-                       'dCF': abs(cf - cf_truth)})
+    frontier = saturation_frontier([image['saturation'][variant] for image in per_image],
+                                   table[GRAY]['PSNR'], cf_truth)
     result['saturation_frontier'][variant] = frontier
     result['psnr_gain_at_truth_cf'][variant] = at_cf(frontier, cf_truth)
     result['saturation_at_truth_cf'][variant] = at_cf(frontier, cf_truth, 'scale')

@@ -1,0 +1,60 @@
+"""bench/priors.py: colour priors fitted on the raccoon train photos, scored on their val photos."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import priors
+from tests.conftest import RACCOON_VOC
+from tools import evaluate
+from trainer import color
+
+
+@pytest.fixture(scope='module')
+def raccoon():
+  train, _ = evaluate.read_photos(RACCOON_VOC, 'train')
+  val, _ = evaluate.read_photos(RACCOON_VOC, 'val')
+  return train, val
+
+
+def test_priors_hold_the_train_photos_colours(raccoon):
+  train, _ = raccoon
+  mean_ab, per_lightness = priors.fit_priors([photo.truth for photo in train])
+  assert per_lightness.shape == (priors.LIGHTNESS_BINS, 2)
+  # Raccoon photos (fur, bark, leaves) are warm on average: b (yellow) above 0.
+  assert mean_ab[1] > 2.0
+  # The mean of every pixel is the mean of the bins weighted by how many pixels each holds.
+  counts = np.zeros(priors.LIGHTNESS_BINS)
+  for photo in train:
+    lightness = priors.lab_at(photo.truth, priors.FIT_SIZE)[..., 0].ravel()
+    np.add.at(counts, priors.lightness_bin(lightness), 1)
+  np.testing.assert_allclose(mean_ab, (per_lightness * counts[:, None]).sum(0) / counts.sum(),
+                             atol=1e-3)
+  # The lookup follows lightness: its bins differ, unlike a single colour.
+  assert np.ptp(per_lightness[counts > 0], axis=0).max() > 3.0
+
+
+def test_no_colour_is_the_gray_baseline(raccoon):
+  truth = raccoon[1][0].truth
+  np.testing.assert_allclose(priors.with_ab(truth, np.zeros([4, 4, 2])),
+                             np.round(evaluate.gray_baseline(truth)), atol=1.0)
+
+
+def test_the_lightness_prior_beats_gray_on_photos_it_never_saw(raccoon):
+  train, val = raccoon
+  _, per_lightness = priors.fit_priors([photo.truth for photo in train])
+  row = priors.score_set(val, lambda index, truth: priors.lightness_prior_output(truth,
+                                                                                   per_lightness))
+  assert row['gain'] > 2 * row['se'] > 0
+  assert 5.0 < row['CF'] < row['CF_truth']
+  # The frontier starts at the output itself and grows colour with the scale.
+  assert row['frontier'][0]['CF'] == pytest.approx(row['CF'], rel=1e-3)
+  assert [p['CF'] for p in row['frontier']] == sorted(p['CF'] for p in row['frontier'])
+  # Flipping the colours (the prior's ab negated) loses to gray: the gain is the colour's, not the
+  # metric's.
+  def flipped_prior(index, truth):
+    lightness = color.lightness(truth / 255.0).numpy()[..., 0]
+    return priors.with_ab(truth, -per_lightness[priors.lightness_bin(lightness)])
+
+  flipped = priors.score_set(val[:10], flipped_prior)
+  assert flipped['gain'] < 0

@@ -116,6 +116,19 @@ def score_set(photos: Sequence[evaluate.Photo], colorize: Callable[[int, np.ndar
           'at_truth_cf': evaluate.at_cf(frontier, cf_truth), 'frontier': frontier}
 
 
+def lightness_prior_frontier(train: Sequence[evaluate.Photo], val: Sequence[evaluate.Photo]
+                             ) -> List[Dict[str, float]]:
+  """The lightness prior's saturation frontier on `val` from ab x0.5 to x2.5 (`scale` its ab scale,
+  CF rising): what a model must beat at its own colourfulness."""
+  _, prior = fit_priors([photo.truth for photo in train])
+  points = {}
+  for base in (0.5, 1.0):  # x0.5 covers ab x0.5 ... x1.25, x1 the rest up to x2.5
+    row = score_set(val, lambda index, truth: lightness_prior_output(truth, prior, base))
+    for point in row['frontier']:
+      points.setdefault(round(base * point['scale'], 4), {**point, 'scale': base * point['scale']})
+  return [points[scale] for scale in sorted(points)]
+
+
 # --- the probe: a head on frozen VGG16 hypercolumns ----------------------------------------------
 
 def _vgg16(source: str, size: int) -> keras.Model:

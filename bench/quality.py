@@ -3,7 +3,7 @@
   .venv/bin/python bench/quality.py [--preset cpu] [--set key=value ...] [--pipeline-root DIR]
                                    [--data imagenet1k|raccoon | --data-dir DIR] [--baseline DIR]
                                    [--detector FILE|HANDLE [--score-threshold 0.5]]
-                                   [--hints 0,1,2,5,10,20]
+                                   [--hints 0,1,2,5,10,20] [--no-prior]
 
 Runs the whole pipeline (pipeline_runner.py run) on ../shared/data/imagenet1k (827 varied photos,
 727 train / 100 val, detector boxes) or, with --data raccoon, ../shared/data/raccoon (its own
@@ -22,6 +22,10 @@ that moves the mean less than about twice that is not distinguishable from run-t
 It also compares the two runs at matched colourfulness: each variant's PSNR gain over gray at the
 CF of the more colourful run, read off the other's saturation frontier (see `evaluate`), since a
 lever can raise the plain gain just by giving up colour.
+Last, each variant against the lightness prior at its own colourfulness (bench/priors.py: the train
+split's mean ab per lightness bin, a 20-entry lookup on L): a model on or under that frontier has
+learned no colour a lookup on L would not give. --no-prior skips it (about 2.5 min on imagenet1k,
+kept in the quality folder for the next call).
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ DATA_SETS = {
     # 200 raccoon photos with hand-drawn boxes: the in-domain check.
     'raccoon': os.path.join(SHARED_DATA, 'raccoon', 'VOCdevkit', 'VOC2007'),
 }
+PRIOR_FRONTIER_FILE = 'lightness_prior_frontier.json'
 
 
 def _per_image_psnr(folder: str) -> Dict[str, Dict[str, float]]:
@@ -105,6 +110,41 @@ def matched_colourfulness(run: str, baseline: str) -> str:
   return '\n'.join(lines) if len(lines) > 1 else 'the baseline has no saturation frontier'
 
 
+def prior_comparison(result: Dict, data_dir: str, out: str) -> str:
+  """Each variant's PSNR gain over gray against the lightness prior's (bench/priors.py: the train
+  split's mean ab per lightness bin) at the variant's own colourfulness. The prior's frontier is
+  kept in `out` for the next call on the same data."""
+  from bench import priors
+  from tools import evaluate
+  if not os.path.exists(os.path.join(data_dir, 'ImageSets', 'Main', 'train.txt')):
+    return f'no lightness prior: {data_dir} has no ImageSets/Main/train.txt to fit it on'
+  path = os.path.join(out, PRIOR_FRONTIER_FILE)
+  saved = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+  if saved.get('data_dir') == data_dir:
+    frontier = saved['frontier']
+  else:
+    frontier = priors.lightness_prior_frontier(evaluate.read_photos(data_dir, 'train')[0],
+                                               evaluate.read_photos(data_dir, 'val')[0])
+    with open(path, 'w') as f:
+      json.dump({'data_dir': data_dir, 'frontier': frontier}, f, indent=2)
+  lines = ['against the lightness prior at the same colourfulness (bench/priors.py; a model '
+           'that learned only "mid-tones are warm" sits on it):']
+  for variant, gain in result['psnr_gain_over_gray'].items():
+    cf = result['metrics'][variant]['CF']
+    if cf < frontier[0]['CF']:
+      lines.append(f'  {variant}: {gain:+.2f} dB at CF {cf:.1f}, less colourful than the prior '
+                   f'at ab x{frontier[0]["scale"]:g} ({frontier[0]["gain"]:+.2f} dB at CF '
+                   f'{frontier[0]["CF"]:.1f})')
+      continue
+    prior_gain = evaluate.at_cf(frontier, cf)
+    prior = 'beyond its frontier' if prior_gain is None else f'{prior_gain:+.2f} dB'
+    lines.append(f'  {variant}: {gain:+.2f} dB at CF {cf:.1f}, the prior {prior}')
+  return '\n'.join(lines)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,6 +162,9 @@ def main() -> None:
                                                               'instcolor_quality'))
   parser.add_argument('--baseline', help='an earlier run\'s quality folder or pipeline root: '
                                          'adds the paired comparison per photo')
+  parser.add_argument('--no-prior', action='store_true',
+                      help='skip the comparison with the lightness prior (about 2.5 min on '
+                           'imagenet1k the first time)')
   args = parser.parse_args()
   args.data_dir = args.data_dir or DATA_SETS[args.data]
   run = [sys.executable, os.path.join(REPO_ROOT, 'pipeline_runner.py'), 'run', '--preset',
@@ -152,6 +195,8 @@ def main() -> None:
   if args.baseline:
     print(paired_comparison(out, args.baseline))
     print(matched_colourfulness(out, args.baseline))
+  if not args.no_prior:
+    print(prior_comparison(result, args.data_dir, out))
   print(f'wall time: pipeline {(trained - start) / 60:.1f} min, evaluate '
         f'{(scored - trained) / 60:.1f} min; metrics, CSV and gallery in {out}')
 

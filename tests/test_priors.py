@@ -58,3 +58,14 @@ def test_the_lightness_prior_beats_gray_on_photos_it_never_saw(raccoon):
 
   flipped = priors.score_set(val[:10], flipped_prior)
   assert flipped['gain'] < 0
+
+
+def test_the_lightness_prior_frontier_runs_from_half_to_more_than_double_its_colour(raccoon):
+  train, val = raccoon
+  frontier = priors.lightness_prior_frontier(train, val[:8])
+  assert [p['scale'] for p in frontier] == [0.5, 0.625, 0.75, 0.875, 1.0, 1.25, 1.5, 1.75, 2.0,
+                                            2.5]
+  cfs = [p['CF'] for p in frontier]
+  assert cfs == sorted(cfs) and cfs[-1] > 4 * cfs[0]
+  # More colour than the truth's costs PSNR: the far end scores below the prior itself.
+  assert frontier[-1]['gain'] < frontier[4]['gain']

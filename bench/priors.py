@@ -64,6 +64,22 @@ def lightness_bin(lightness: np.ndarray) -> np.ndarray:
   return np.clip((lightness / 100.0 * LIGHTNESS_BINS).astype(int), 0, LIGHTNESS_BINS - 1)
 
 
+def read_splits(data_dir: str) -> Tuple[List[evaluate.Photo], List[evaluate.Photo]]:
+  """(train photos, val photos) of a VOC folder's ImageSets/Main lists; ValueError when a list is
+  missing (evaluate would read every photo of the folder) or holds no readable photo."""
+  splits = []
+  for split in ('train', 'val'):
+    if not os.path.exists(os.path.join(data_dir, 'ImageSets', 'Main', f'{split}.txt')):
+      raise ValueError(f'{data_dir} has no ImageSets/Main/{split}.txt: the priors are fitted on '
+                       'the train split and scored on the val split')
+    photos, skipped = evaluate.read_photos(data_dir, split)
+    if not photos:
+      raise ValueError(f'no readable photo in the {split} split of {data_dir} '
+                       f'({len(skipped)} skipped)')
+    splits.append(photos)
+  return splits[0], splits[1]
+
+
 def fit_priors(truths: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
   """(the mean ab [2] of the photos' pixels, their mean ab per lightness bin [LIGHTNESS_BINS, 2],
   0 where a bin has none)."""
@@ -236,11 +252,10 @@ def main() -> None:
       backbone.check_available(source)
 
   start = time.time()
-  train, _ = evaluate.read_photos(data_dir, 'train')
-  val, _ = evaluate.read_photos(data_dir, 'val')
-  if not train or not val:
-    raise SystemExit(f'{data_dir} needs photos in both its train and val splits '
-                     f'(train {len(train)}, val {len(val)})')
+  try:
+    train, val = read_splits(data_dir)
+  except ValueError as e:
+    raise SystemExit(str(e)) from None
   print(f'{data_dir}: {len(train)} train, {len(val)} val photos ({time.time() - start:.0f} s)',
         flush=True)
   mean_ab, prior = fit_priors([photo.truth for photo in train])

@@ -116,8 +116,6 @@ def prior_comparison(result: Dict, data_dir: str, out: str) -> str:
   kept in `out` for the next call on the same data."""
   from bench import priors
   from tools import evaluate
-  if not os.path.exists(os.path.join(data_dir, 'ImageSets', 'Main', 'train.txt')):
-    return f'no lightness prior: {data_dir} has no ImageSets/Main/train.txt to fit it on'
   path = os.path.join(out, PRIOR_FRONTIER_FILE)
   saved = {}
   if os.path.exists(path):
@@ -126,8 +124,10 @@ def prior_comparison(result: Dict, data_dir: str, out: str) -> str:
   if saved.get('data_dir') == data_dir:
     frontier = saved['frontier']
   else:
-    frontier = priors.lightness_prior_frontier(evaluate.read_photos(data_dir, 'train')[0],
-                                               evaluate.read_photos(data_dir, 'val')[0])
+    try:
+      frontier = priors.lightness_prior_frontier(*priors.read_splits(data_dir))
+    except ValueError as e:
+      return f'no comparison with the lightness prior: {e}'
     with open(path, 'w') as f:
       json.dump({'data_dir': data_dir, 'frontier': frontier}, f, indent=2)
   lines = ['against the lightness prior at the same colourfulness (bench/priors.py; a model '

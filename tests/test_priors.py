@@ -12,9 +12,13 @@ from trainer import color
 
 @pytest.fixture(scope='module')
 def raccoon():
-  train, _ = evaluate.read_photos(RACCOON_VOC, 'train')
-  val, _ = evaluate.read_photos(RACCOON_VOC, 'val')
-  return train, val
+  return priors.read_splits(RACCOON_VOC)
+
+
+def test_a_folder_without_split_lists_is_refused(tmp_path):
+  (tmp_path / 'JPEGImages').mkdir()
+  with pytest.raises(ValueError, match='no ImageSets/Main/train.txt'):
+    priors.read_splits(str(tmp_path))
 
 
 def test_priors_hold_the_train_photos_colours(raccoon):

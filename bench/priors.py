@@ -151,7 +151,7 @@ def _vgg16(source: str, size: int) -> keras.Model:
   """VGG16's conv1-conv5 on L_n at size^2, returning each block's last conv (conv1_2 ... conv5_3),
   with weights from `source` (backbone.load; its first conv already takes one gray channel)."""
   inputs = keras.Input([size, size, 1])
-  x, outputs, names = inputs, [], []
+  x, outputs = inputs, []
   for block, count in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)):
     for i in range(count):
       name = f'conv{block}_{i + 1}'
@@ -187,7 +187,7 @@ def probe(source: str, size: int, train: Sequence[evaluate.Photo],
           val: Sequence[evaluate.Photo]) -> Callable[[int, np.ndarray], np.ndarray]:
   """Fits the probe's head on `train`; returns the colorize function for `val` (by index)."""
   rng = np.random.default_rng(SEED)
-  tf.keras.utils.set_random_seed(SEED)
+  keras.utils.set_random_seed(SEED)
   net = _vgg16(source, size)
   grid = size // 4
   train_labs = [lab_at(photo.truth, size) for photo in train]

@@ -108,19 +108,24 @@ def lightness_prior_output(truth: np.ndarray, prior: np.ndarray, scale: float = 
   return with_ab(truth, prior[lightness_bin(lightness)] * scale)
 
 
-def score_set(photos: Sequence[evaluate.Photo], colorize: Callable[[int, np.ndarray], np.ndarray]
-              ) -> Dict:
-  """`colorize(index, truth) -> RGB` scored on every photo like `evaluate`'s variants: mean PSNR
-  gain over gray with its standard error, CF, dCF, the frontier and the gain at the truth's CF."""
+def gray_psnrs(photos: Sequence[evaluate.Photo]) -> List[float]:
+  """Each photo's PSNR with no colour (evaluate's gray baseline): what every row's gain is over,
+  computed once per set rather than once per row."""
+  return [evaluate.score(photo.truth, evaluate.gray_baseline(photo.truth),
+                         np.zeros(photo.truth.shape[:2] + (1,), np.float32))['psnr']
+          for photo in photos]
+
+
+def score_set(photos: Sequence[evaluate.Photo], gray_psnr: Sequence[float],
+              colorize: Callable[[int, np.ndarray], np.ndarray]) -> Dict:
+  """`colorize(index, truth) -> RGB` scored on every photo like `evaluate`'s variants, against the
+  photos' `gray_psnrs`: mean PSNR gain over gray with its standard error, CF, dCF, the frontier and
+  the gain at the truth's CF."""
   gains, cfs, cf_truths, saturation = [], [], [], []
-  gray_psnr = []
-  for index, photo in enumerate(photos):
-    no_region = np.zeros(photo.truth.shape[:2] + (1,), np.float32)
+  for index, (photo, gray) in enumerate(zip(photos, gray_psnr, strict=True)):
     output = colorize(index, photo.truth)
-    scores = evaluate.score(photo.truth, output, no_region)
-    gray = evaluate.score(photo.truth, evaluate.gray_baseline(photo.truth), no_region)['psnr']
+    scores = evaluate.score(photo.truth, output, np.zeros(photo.truth.shape[:2] + (1,), np.float32))
     gains.append(scores['psnr'] - gray)
-    gray_psnr.append(gray)
     cfs.append(scores['cf'])
     cf_truths.append(scores['cf_truth'])
     saturation.append(evaluate.saturation_scores(photo.truth, output))
@@ -128,8 +133,8 @@ def score_set(photos: Sequence[evaluate.Photo], colorize: Callable[[int, np.ndar
   frontier = evaluate.saturation_frontier(saturation, float(np.mean(gray_psnr)), cf_truth)
   return {'gain': float(np.mean(gains)), 'se': float(np.std(gains, ddof=1) / np.sqrt(len(gains))),
           'CF': float(np.mean(cfs)), 'dCF': abs(float(np.mean(cfs)) - cf_truth),
-          'CF_truth': cf_truth, 'gray_PSNR': float(np.mean(gray_psnr)),
-          'at_truth_cf': evaluate.at_cf(frontier, cf_truth), 'frontier': frontier}
+          'CF_truth': cf_truth, 'at_truth_cf': evaluate.at_cf(frontier, cf_truth),
+          'frontier': frontier}
 
 
 def lightness_prior_frontier(train: Sequence[evaluate.Photo], val: Sequence[evaluate.Photo]
@@ -137,9 +142,10 @@ def lightness_prior_frontier(train: Sequence[evaluate.Photo], val: Sequence[eval
   """The lightness prior's saturation frontier on `val` from ab x0.5 to x2.5 (`scale` its ab scale,
   CF rising): what a model must beat at its own colourfulness."""
   _, prior = fit_priors([photo.truth for photo in train])
+  gray = gray_psnrs(val)
   points = {}
   for base in (0.5, 1.0):  # x0.5 covers ab x0.5 ... x1.25, x1 the rest up to x2.5
-    row = score_set(val, lambda index, truth: lightness_prior_output(truth, prior, base))
+    row = score_set(val, gray, lambda index, truth: lightness_prior_output(truth, prior, base))
     for point in row['frontier']:
       points.setdefault(round(base * point['scale'], 4), {**point, 'scale': base * point['scale']})
   return [points[scale] for scale in sorted(points)]
@@ -273,14 +279,14 @@ def main() -> None:
   lines = ['| prior | gain over gray (dB) ± SE | CF | dCF | gain at the truth\'s CF | '
            'frontier (gain/CF at ab ×' + ', '.join(f'{s:g}' for s in evaluate.SATURATION_SCALES)
            + ') |', '|---|---|---|---|---|---|']
-  gray = None
+  gray = gray_psnrs(val)
   for name, colorize in rows:
-    row = score_set(val, colorize)
-    gray = row['gray_PSNR']
+    row = score_set(val, gray, colorize)
     lines.append(format_row(name, row))
     print(lines[-1], f'({time.time() - start:.0f} s)', flush=True)
-  print(f'\n{len(val)} val photos of {data_dir} at full resolution; gray {gray:.3f} dB, truth CF '
-        f'{row["CF_truth"]:.1f}; fitted on {len(train)} train photos; {time.time() - start:.0f} s')
+  print(f'\n{len(val)} val photos of {data_dir} at full resolution; gray {np.mean(gray):.3f} dB, '
+        f'truth CF {row["CF_truth"]:.1f}; fitted on {len(train)} train photos; '
+        f'{time.time() - start:.0f} s')
   print('\n'.join(lines))
 
 

@@ -47,8 +47,9 @@ def test_no_colour_is_the_gray_baseline(raccoon):
 def test_the_lightness_prior_beats_gray_on_photos_it_never_saw(raccoon):
   train, val = raccoon
   _, per_lightness = priors.fit_priors([photo.truth for photo in train])
-  row = priors.score_set(val, lambda index, truth: priors.lightness_prior_output(truth,
-                                                                                   per_lightness))
+  gray = priors.gray_psnrs(val)
+  row = priors.score_set(val, gray, lambda index, truth: priors.lightness_prior_output(
+      truth, per_lightness))
   assert row['gain'] > 2 * row['se'] > 0
   assert 5.0 < row['CF'] < row['CF_truth']
   # The frontier starts at the output itself and grows colour with the scale.
@@ -60,7 +61,7 @@ def test_the_lightness_prior_beats_gray_on_photos_it_never_saw(raccoon):
     lightness = color.lightness(truth / 255.0).numpy()[..., 0]
     return priors.with_ab(truth, -per_lightness[priors.lightness_bin(lightness)])
 
-  flipped = priors.score_set(val[:10], flipped_prior)
+  flipped = priors.score_set(val[:10], gray[:10], flipped_prior)
   assert flipped['gain'] < 0
 
 
